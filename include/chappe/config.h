@@ -1,0 +1,100 @@
+/* config.h -- the YAML configuration, parsed once into a typed struct. */
+/* SPDX-License-Identifier: ISC */
+#ifndef CHAPPE_CONFIG_H
+#define CHAPPE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "chappe/buf.h"
+#include "chappe/log.h"
+
+#define CONFIG_DEFAULT_PATH "etc/chappe.yaml"
+
+enum listener_type { LISTENER_FEDERATION = 0, LISTENER_EGRESS, LISTENER_ADMIN, LISTENER_CLIENT };
+
+/* A socket address as written in the config ("127.0.0.1:8448", "[::1]:8448", "0.0.0.0:8448"). */
+struct cfg_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64]; /* normalised text form, for logs and check-config */
+};
+
+struct cfg_listener {
+    enum listener_type type;
+    struct cfg_addr *binds;
+    size_t nbinds;
+    bool tls; /* default: true for federation, false otherwise */
+};
+
+struct cfg_cert {
+    char *cert; /* PEM file: the certificate chain, leaf first */
+    char *key;  /* PEM file: the private key */
+};
+
+/* An http:// upstream, resolved once at load time (start-up or reload, never on a loop). */
+struct cfg_upstream {
+    char *url;       /* as written, e.g. "http://127.0.0.1:8008" */
+    char *host;      /* host part without brackets, e.g. "127.0.0.1", "::1", "localhost" */
+    uint16_t port;   /* default 80 */
+    char *authority; /* host[:port] as to be sent in Host when needed, e.g. "127.0.0.1:8008" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+struct cfg_homeserver {
+    char *server_name; /* lowercased Matrix server name, may carry ":port" */
+    struct cfg_upstream upstream;
+    char *egress_secret_path; /* optional (egress issue) */
+};
+
+struct cfg_limits {
+    uint64_t max_header_bytes;      /* default 16KiB: request/response head, else 431 / 502 */
+    uint64_t max_body_bytes;        /* default 13107200 (12.5 MiB): request body, else 413 */
+    uint64_t header_timeout_ms;     /* default 10s: from first byte to the end of the head */
+    uint64_t body_timeout_ms;       /* default 60s: inactivity while reading a request body */
+    uint64_t idle_timeout_ms;       /* default 60s: keep-alive idle between requests */
+    uint64_t tls_handshake_timeout_ms; /* default 10s */
+    uint64_t upstream_connect_timeout_ms; /* default 5s, then 504 */
+    uint64_t upstream_timeout_ms;   /* default 60s: upstream inactivity while awaiting/reading a response, then 504 */
+    uint64_t upstream_idle_timeout_ms; /* default 30s: pooled keep-alive connection lifetime when idle */
+    uint64_t upstream_keepalive;    /* default 32: idle upstream connections kept per upstream per worker */
+    uint64_t drain_timeout_ms;      /* default 30s: SIGTERM grace for in-flight requests */
+    uint64_t max_connections;       /* default 10000 per worker: further accepts are closed at once */
+};
+
+struct config {
+    char *path;             /* the file this was loaded from */
+    char *server_name;      /* required: the relay's own Matrix server name */
+    char *signing_key_path; /* optional until the signing issue; `make run` creates it */
+    struct cfg_listener *listeners;
+    size_t nlisteners;
+    struct {
+        struct cfg_cert *certificates; /* SNI chooses; the first is the default */
+        size_t ncertificates;
+        bool has_egress_ca;
+        struct cfg_cert egress_ca;
+    } tls;
+    struct cfg_homeserver *homeservers;
+    size_t nhomeservers;
+    struct cfg_limits limits;
+    unsigned workers;       /* event-loop threads; default (0 in the file or absent): number of cores */
+    char *access_log;       /* "-" (stdout, default), "off", or a file path */
+    enum log_level log_level; /* default info */
+};
+
+/*
+ * Load and validate a configuration file. On success returns 0 and *out (the
+ * caller owns it: config_free). On failure returns CH_EINVAL (or CH_EIO when
+ * the file cannot be read) and appends to errors one line per problem, each
+ * "FILE:LINE:COL: message\n" (1-based), as many as could be found.
+ */
+int config_load(const char *path, struct config **out, struct buf *errors);
+void config_free(struct config *cfg);
+/* Print the effective configuration (defaults filled in) as YAML. */
+void config_print(const struct config *cfg, FILE *f);
+const char *config_listener_type_name(enum listener_type t);
+
+#endif

@@ -1,0 +1,11 @@
+/* inbound.h -- the federation listener's role: requests in, through to the homeserver, responses out. */
+/* SPDX-License-Identifier: ISC */
+#ifndef CHAPPE_INBOUND_H
+#define CHAPPE_INBOUND_H
+
+#include "chappe/worker.h"
+
+/* Accept one connection on a federation listener. Called by the worker's connection callback. */
+void inbound_accept(struct listener *l);
+
+#endif

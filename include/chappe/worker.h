@@ -1,0 +1,81 @@
+/* worker.h -- event-loop threads: listeners, connections, pools, reload and drain. */
+/* SPDX-License-Identifier: ISC */
+#ifndef CHAPPE_WORKER_H
+#define CHAPPE_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "chappe/config.h"
+#include "chappe/tls.h"
+
+struct conn;
+struct upstream_pool;
+
+/* One bound socket of a configured listener, opened by the main thread for one worker. */
+struct listener {
+    uv_tcp_t tcp;
+    struct worker *w;
+    const struct cfg_listener *cfg;
+    const struct cfg_addr *addr;
+    int fd; /* SO_REUSEPORT socket, handed to the loop with uv_tcp_open */
+};
+
+/* Intrusive doubly linked list node. */
+struct link {
+    struct link *prev, *next;
+};
+
+#define WORKER_READ_BUF (64 * 1024)
+
+struct worker {
+    unsigned id;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;    /* messages from the main thread */
+    uv_timer_t drain_timer;
+    const struct config *cfg; /* immutable while the worker runs */
+    struct tls_server *tls;   /* current server context; connections hold their own reference */
+    struct listener *listeners;
+    size_t nlisteners;
+    struct link conns;   /* every open client connection */
+    size_t nconns;
+    struct upstream_pool *pools; /* one per homeserver */
+    uv_sem_t started;    /* posted once the listeners are up (or failed) */
+    int start_error;
+    void (*on_exit)(struct worker *w);
+    bool draining;
+    bool stopped;        /* every handle is closing: the loop ends */
+    char rdbuf[WORKER_READ_BUF]; /* socket reads land here first */
+
+    /* Set by the main thread under lock, read in the async callback. */
+    pthread_mutex_t lock;
+    struct tls_material *pending_tls; /* one reference, or NULL */
+    bool pending_stop;
+    bool pending_force;
+};
+
+/*
+ * Open the listening sockets for every worker (SO_REUSEPORT, one socket per
+ * worker and address), so that bind errors are reported at start-up.
+ * 0 or a negative code with a message logged.
+ */
+int worker_open_listeners(struct worker *ws, unsigned n, const struct config *cfg);
+/* Start the thread of w with material m (a reference is taken). 0 or CH_EIO. */
+int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struct worker *));
+/* Called from the main thread: hand a new certificate snapshot to w (a reference is taken). */
+void worker_post_tls(struct worker *w, struct tls_material *m);
+/* Called from the main thread: stop accepting and drain (force: close everything now). */
+void worker_post_stop(struct worker *w, bool force);
+/* Join the thread and free what worker_open_listeners and worker_start made. */
+void worker_join(struct worker *w);
+
+/* Worker-thread side, for connections. */
+void worker_conn_add(struct worker *w, struct conn *c);
+void worker_conn_remove(struct worker *w, struct conn *c);
+/* A connection finished its last exchange while draining: lets the worker end. */
+void worker_maybe_finish(struct worker *w);
+
+#endif

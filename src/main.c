@@ -1,0 +1,340 @@
+/* main.c -- the chappe command line: run, check-config, keygen. */
+/* SPDX-License-Identifier: ISC */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "chappe/config.h"
+#include "chappe/log.h"
+#include "chappe/sign.h"
+#include "chappe/tls.h"
+#include "chappe/util.h"
+#include "chappe/worker.h"
+
+#ifndef CHAPPE_VERSION
+#define CHAPPE_VERSION "0.1.0"
+#endif
+
+static const char usage_text[] =
+    "usage: chappe <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run [-c FILE]            run the relay in the foreground (default config: " CONFIG_DEFAULT_PATH
+    ")\n"
+    "  check-config [-c FILE]   print the effective configuration, or every error as FILE:LINE:COL\n"
+    "  keygen [-o FILE]         make a new ed25519 signing key (Synapse format; 0600, never overwrites)\n"
+    "  --version                print the version\n"
+    "  --help                   this text; `chappe <command> --help` for one command\n"
+    "\n"
+    "signals (run): SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the TLS certificates\n";
+
+static int usage(FILE *f, int status)
+{
+    fputs(usage_text, f);
+    return status;
+}
+
+/* Parse "-c FILE" / "--config FILE" (or "-o FILE" for keygen). Returns 0, 1 (help), or 2 (usage). */
+static int parse_opts(int argc, char **argv, const char *shortopts, const char **value)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+        case 'o':
+            if (strchr(shortopts, ch) == NULL)
+                return 2;
+            *value = optarg;
+            break;
+        case 'h':
+            return 1;
+        default:
+            return 2;
+        }
+    }
+    return optind == argc ? 0 : 2;
+}
+
+static int load_config(const char *path, struct config **cfg)
+{
+    struct buf err = BUF_INIT;
+    int rc = config_load(path, cfg, &err);
+    if (rc < 0) {
+        fwrite(buf_data(&err), 1, err.len, stderr);
+        if (err.len == 0)
+            fprintf(stderr, "%s: %s\n", path, util_strerror(rc));
+        fprintf(stderr, "chappe: %s: configuration is not valid\n", path);
+    }
+    buf_free(&err);
+    return rc;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+    const char *path = CONFIG_DEFAULT_PATH;
+    int o = parse_opts(argc, argv, "c:h", &path);
+    if (o)
+        return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    struct config *cfg = NULL;
+    if (load_config(path, &cfg) < 0)
+        return 1;
+    config_print(cfg, stdout);
+    config_free(cfg);
+    return 0;
+}
+
+static int cmd_keygen(int argc, char **argv)
+{
+    const char *path = NULL;
+    int o = parse_opts(argc, argv, "o:h", &path);
+    if (o)
+        return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    if (path == NULL) {
+        struct buf b = BUF_INIT;
+        int rc = sign_keygen(&b);
+        if (rc == 0)
+            fwrite(buf_data(&b), 1, b.len, stdout);
+        buf_free_secret(&b);
+        return rc == 0 ? 0 : 1;
+    }
+    const char *why = NULL;
+    if (sign_keygen_file(path, &why) < 0) {
+        fprintf(stderr, "chappe keygen: %s: %s\n", path, why);
+        return 1;
+    }
+    fprintf(stderr, "chappe keygen: wrote %s (mode 0600)\n", path);
+    return 0;
+}
+
+/* --- run ------------------------------------------------------------------------------- */
+
+struct runtime {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct worker *workers;
+    unsigned nworkers;
+    unsigned exited;
+    uv_mutex_t lock;
+    uv_async_t exit_async;
+    uv_signal_t sigterm, sigint, sighup;
+    int stopping;
+};
+
+static struct runtime rt;
+
+static void on_worker_exit(struct worker *w)
+{
+    (void)w;
+    uv_mutex_lock(&rt.lock);
+    rt.exited++;
+    uv_mutex_unlock(&rt.lock);
+    uv_async_send(&rt.exit_async);
+}
+
+static void on_exit_async(uv_async_t *a)
+{
+    (void)a;
+    uv_mutex_lock(&rt.lock);
+    unsigned exited = rt.exited;
+    uv_mutex_unlock(&rt.lock);
+    if (exited < rt.nworkers)
+        return;
+    uv_close((uv_handle_t *)&rt.exit_async, NULL);
+    uv_close((uv_handle_t *)&rt.sigterm, NULL);
+    uv_close((uv_handle_t *)&rt.sigint, NULL);
+    uv_close((uv_handle_t *)&rt.sighup, NULL);
+}
+
+static bool uses_tls(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (cfg->listeners[i].tls)
+            return true;
+    return false;
+}
+
+static void reload(void)
+{
+    if (!uses_tls(rt.cfg)) {
+        log_info("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    }
+    struct buf err = BUF_INIT;
+    struct tls_material *m = NULL;
+    if (tls_material_load(rt.cfg, &m, &err) < 0) {
+        /* Strip the final newline: one log line per problem. */
+        while (err.len && buf_data(&err)[err.len - 1] == '\n')
+            err.len--;
+        log_error("SIGHUP: certificates not reloaded, the current ones stay in service: %.*s",
+                  (int)err.len, buf_data(&err));
+        buf_free(&err);
+        return;
+    }
+    buf_free(&err);
+    for (unsigned i = 0; i < rt.nworkers; i++)
+        worker_post_tls(&rt.workers[i], m);
+    tls_material_unref(m);
+    log_info("SIGHUP: reloaded %zu certificate(s)", rt.cfg->tls.ncertificates);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (signum == SIGHUP) {
+        reload();
+        return;
+    }
+    rt.stopping++;
+    char dur[32];
+    util_format_duration_ms(rt.cfg->limits.drain_timeout_ms, dur, sizeof(dur));
+    if (rt.stopping == 1)
+        log_info("%s: stopping: no new connections, draining requests in flight (up to %s)",
+                 strsignal(signum), dur);
+    else
+        log_info("%s again: closing every connection now", strsignal(signum));
+    for (unsigned i = 0; i < rt.nworkers; i++)
+        worker_post_stop(&rt.workers[i], rt.stopping > 1);
+}
+
+static void log_ready(const struct config *cfg, unsigned n)
+{
+    struct buf b = BUF_INIT;
+    buf_appendf(&b, "ready: %u worker(s)", n);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct cfg_listener *l = &cfg->listeners[i];
+        for (size_t j = 0; j < l->nbinds; j++)
+            buf_appendf(&b, ", %s on %s (%s)", config_listener_type_name(l->type),
+                        l->binds[j].text, l->tls ? "tls" : "plain");
+    }
+    for (size_t i = 0; i < cfg->nhomeservers; i++)
+        buf_appendf(&b, "; %s -> %s", cfg->homeservers[i].server_name,
+                    cfg->homeservers[i].upstream.url);
+    log_info("%.*s", (int)b.len, buf_data(&b));
+    buf_free(&b);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *path = CONFIG_DEFAULT_PATH;
+    int o = parse_opts(argc, argv, "c:h", &path);
+    if (o)
+        return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    struct config *cfg = NULL;
+    if (load_config(path, &cfg) < 0)
+        return 1;
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    int status = 1;
+    struct tls_material *m = NULL;
+    unsigned started = 0;
+    if (log_access_open(cfg->access_log) < 0) {
+        log_error("cannot open access_log %s", cfg->access_log);
+        goto out_cfg;
+    }
+    if (tls_global_init() < 0) {
+        log_error("cannot initialise TLS");
+        goto out_log;
+    }
+    if (uses_tls(cfg)) {
+        struct buf err = BUF_INIT;
+        if (tls_material_load(cfg, &m, &err) < 0) {
+            fwrite(buf_data(&err), 1, err.len, stderr);
+            log_error("%s: TLS certificates could not be loaded", path);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+    }
+    rt.cfg = cfg;
+    rt.loop = uv_default_loop();
+    rt.nworkers = cfg->workers;
+    rt.workers = calloc(rt.nworkers, sizeof(*rt.workers));
+    if (rt.workers == NULL)
+        goto out_tls;
+    uv_mutex_init(&rt.lock);
+    uv_async_init(rt.loop, &rt.exit_async, on_exit_async);
+    uv_signal_init(rt.loop, &rt.sigterm);
+    uv_signal_init(rt.loop, &rt.sigint);
+    uv_signal_init(rt.loop, &rt.sighup);
+    uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&rt.sigint, on_signal, SIGINT);
+    uv_signal_start(&rt.sighup, on_signal, SIGHUP);
+    if (worker_open_listeners(rt.workers, rt.nworkers, cfg) < 0)
+        goto out_stop;
+    for (; started < rt.nworkers; started++) {
+        if (worker_start(&rt.workers[started], m, on_worker_exit) < 0) {
+            started++;
+            goto out_stop;
+        }
+    }
+    log_ready(cfg, rt.nworkers);
+    uv_run(rt.loop, UV_RUN_DEFAULT);
+    status = 0;
+    goto out_join;
+out_stop:
+    /* Start-up failed: stop what started, then wait for it. */
+    for (unsigned i = 0; i < started; i++)
+        worker_post_stop(&rt.workers[i], true);
+    rt.nworkers = started;
+    if (started == 0)
+        on_exit_async(&rt.exit_async);
+    uv_run(rt.loop, UV_RUN_DEFAULT);
+    for (unsigned i = started; i < cfg->workers; i++) {
+        struct worker *w = &rt.workers[i];
+        for (size_t j = 0; j < w->nlisteners; j++)
+            if (w->listeners[j].fd >= 0)
+                close(w->listeners[j].fd);
+        free(w->listeners);
+    }
+out_join:
+    for (unsigned i = 0; i < started; i++)
+        worker_join(&rt.workers[i]);
+    uv_loop_close(rt.loop);
+    uv_mutex_destroy(&rt.lock);
+    free(rt.workers);
+    if (status == 0)
+        log_info("stopped");
+out_tls:
+    if (m)
+        tls_material_unref(m);
+    tls_global_free();
+out_log:
+    log_access_close();
+out_cfg:
+    config_free(cfg);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr, 2);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+        printf("chappe %s (libuv %s, %s)\n", CHAPPE_VERSION, uv_version_string(),
+               "mbedTLS 2.28");
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0)
+        return usage(stdout, 0);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "check-config") == 0)
+        return cmd_check_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0)
+        return cmd_keygen(argc - 1, argv + 1);
+    fprintf(stderr, "chappe: unknown command '%s'\n", cmd);
+    return usage(stderr, 2);
+}

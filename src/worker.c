@@ -1,0 +1,284 @@
+/* worker.c -- one event loop per core: its listeners, connections, pools, reload and drain. */
+/* SPDX-License-Identifier: ISC */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "chappe/conn.h"
+#include "chappe/inbound.h"
+#include "chappe/log.h"
+#include "chappe/upstream.h"
+#include "chappe/util.h"
+#include "chappe/worker.h"
+
+#define LISTEN_BACKLOG 511
+
+static int open_socket(const struct cfg_addr *a, int *out)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (a->ss.ss_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+        goto fail;
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
+        goto fail;
+    *out = fd;
+    return 0;
+fail:;
+    int err = -errno;
+    close(fd);
+    return err;
+}
+
+int worker_open_listeners(struct worker *ws, unsigned n, const struct config *cfg)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        count += cfg->listeners[i].nbinds;
+    for (unsigned k = 0; k < n; k++) {
+        struct worker *w = &ws[k];
+        w->id = k;
+        w->cfg = cfg;
+        w->listeners = calloc(count ? count : 1, sizeof(*w->listeners));
+        if (w->listeners == NULL)
+            return CH_ENOMEM;
+        size_t j = 0;
+        for (size_t i = 0; i < cfg->nlisteners; i++) {
+            for (size_t b = 0; b < cfg->listeners[i].nbinds; b++, j++) {
+                struct listener *l = &w->listeners[j];
+                l->w = w;
+                l->cfg = &cfg->listeners[i];
+                l->addr = &cfg->listeners[i].binds[b];
+                l->fd = -1;
+                int rc = open_socket(l->addr, &l->fd);
+                if (rc < 0) {
+                    log_error("cannot listen on %s (%s listener): %s", l->addr->text,
+                              config_listener_type_name(l->cfg->type), strerror(-rc));
+                    w->nlisteners = j;
+                    return CH_EIO;
+                }
+            }
+        }
+        w->nlisteners = j;
+    }
+    return 0;
+}
+
+static void list_init(struct link *l)
+{
+    l->prev = l->next = l;
+}
+
+void worker_conn_add(struct worker *w, struct conn *c)
+{
+    c->link.next = w->conns.next;
+    c->link.prev = &w->conns;
+    w->conns.next->prev = &c->link;
+    w->conns.next = &c->link;
+    w->nconns++;
+}
+
+void worker_conn_remove(struct worker *w, struct conn *c)
+{
+    c->link.prev->next = c->link.next;
+    c->link.next->prev = c->link.prev;
+    list_init(&c->link);
+    w->nconns--;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = CONTAINER_OF(server, struct listener, tcp);
+    if (status < 0) {
+        log_warn("accept on %s: %s", l->addr->text, uv_strerror(status));
+        return;
+    }
+    switch (l->cfg->type) {
+    case LISTENER_FEDERATION:
+        inbound_accept(l);
+        break;
+    default:
+        break;
+    }
+}
+
+static void close_noop(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Everything is closed or closing: let uv_run return. */
+static void finish(struct worker *w)
+{
+    if (w->stopped)
+        return;
+    w->stopped = true;
+    for (size_t i = 0; i < w->cfg->nhomeservers; i++)
+        upstream_pool_close(&w->pools[i]);
+    uv_close((uv_handle_t *)&w->async, close_noop);
+    uv_close((uv_handle_t *)&w->drain_timer, close_noop);
+}
+
+void worker_maybe_finish(struct worker *w)
+{
+    if (w->draining && w->nconns == 0)
+        finish(w);
+}
+
+static void force_close(struct worker *w)
+{
+    for (struct link *l = w->conns.next; l != &w->conns; l = l->next) {
+        struct conn *c = CONTAINER_OF(l, struct conn, link);
+        conn_close(c);
+    }
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    if (w->nconns)
+        log_warn("worker %u: drain timeout: closing %zu connection(s)", w->id, w->nconns);
+    force_close(w);
+}
+
+static void begin_drain(struct worker *w, bool force)
+{
+    if (!w->draining) {
+        w->draining = true;
+        for (size_t i = 0; i < w->nlisteners; i++)
+            uv_close((uv_handle_t *)&w->listeners[i].tcp, close_noop);
+        for (size_t i = 0; i < w->cfg->nhomeservers; i++)
+            upstream_pool_close(&w->pools[i]);
+        for (struct link *l = w->conns.next; l != &w->conns;) {
+            struct conn *c = CONTAINER_OF(l, struct conn, link);
+            l = l->next;
+            c->h->on_drain(c);
+        }
+        uv_timer_start(&w->drain_timer, on_drain_timeout, w->cfg->limits.drain_timeout_ms, 0);
+    }
+    if (force)
+        force_close(w);
+    worker_maybe_finish(w);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    pthread_mutex_lock(&w->lock);
+    struct tls_material *m = w->pending_tls;
+    bool stop = w->pending_stop, force = w->pending_force;
+    w->pending_tls = NULL;
+    pthread_mutex_unlock(&w->lock);
+    if (m) {
+        struct tls_server *s = NULL;
+        if (tls_server_new(m, &s) == 0) {
+            if (w->tls)
+                tls_server_unref(w->tls);
+            w->tls = s; /* open connections keep the server they started with */
+            log_debug("worker %u: new certificates in service", w->id);
+        } else {
+            log_error("worker %u: cannot use the reloaded certificates; keeping the current ones",
+                      w->id);
+        }
+        tls_material_unref(m);
+    }
+    if (stop && !w->stopped)
+        begin_drain(w, force);
+}
+
+static void *thread_main(void *arg)
+{
+    struct worker *w = arg;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct listener *l = &w->listeners[i];
+        uv_tcp_init(&w->loop, &l->tcp);
+        int rc = uv_tcp_open(&l->tcp, l->fd);
+        if (rc == 0) {
+            l->fd = -1; /* owned by the handle now */
+            rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+        }
+        if (rc < 0) {
+            log_error("cannot listen on %s: %s", l->addr->text, uv_strerror(rc));
+            w->start_error = CH_EIO;
+        }
+    }
+    uv_sem_post(&w->started);
+    if (w->start_error)
+        begin_drain(w, true);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    w->on_exit(w);
+    return NULL;
+}
+
+int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struct worker *))
+{
+    w->on_exit = on_exit;
+    list_init(&w->conns);
+    pthread_mutex_init(&w->lock, NULL);
+    if (uv_loop_init(&w->loop) < 0)
+        return CH_EIO;
+    uv_async_init(&w->loop, &w->async, on_async);
+    w->async.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    w->pools = calloc(w->cfg->nhomeservers, sizeof(*w->pools));
+    if (w->pools == NULL)
+        return CH_ENOMEM;
+    for (size_t i = 0; i < w->cfg->nhomeservers; i++)
+        upstream_pool_init(&w->pools[i], w, &w->cfg->homeservers[i]);
+    if (m && tls_server_new(m, &w->tls) < 0) {
+        log_error("worker %u: cannot set up TLS", w->id);
+        return CH_ETLS;
+    }
+    if (uv_sem_init(&w->started, 0) < 0)
+        return CH_EIO;
+    if (pthread_create(&w->thread, NULL, thread_main, w) != 0)
+        return CH_EIO;
+    uv_sem_wait(&w->started);
+    return w->start_error;
+}
+
+void worker_post_tls(struct worker *w, struct tls_material *m)
+{
+    tls_material_ref(m);
+    pthread_mutex_lock(&w->lock);
+    if (w->pending_tls)
+        tls_material_unref(w->pending_tls);
+    w->pending_tls = m;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->async);
+}
+
+void worker_post_stop(struct worker *w, bool force)
+{
+    pthread_mutex_lock(&w->lock);
+    w->pending_stop = true;
+    w->pending_force = w->pending_force || force;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->async);
+}
+
+void worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+    uv_loop_close(&w->loop);
+    if (w->pending_tls)
+        tls_material_unref(w->pending_tls);
+    if (w->tls)
+        tls_server_unref(w->tls);
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    free(w->listeners);
+    free(w->pools);
+    uv_sem_destroy(&w->started);
+    pthread_mutex_destroy(&w->lock);
+}

@@ -61,7 +61,7 @@ build/chappe: $(REL_OBJ) $(REL_LLHTTP)
 # --- debug (sanitizers) build -----------------------------------------------------
 build/debug/obj/%.o: src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(DBG_CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(DBG_CFLAGS) $(CFLAGS) -c -o $@ $<
 
 build/debug/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(@D)

@@ -179,18 +179,21 @@ static const char *describe(const yaml_node_t *n, char *out, size_t cap)
     return out;
 }
 
+/* Key paths for messages ("limits.header_timeout", "listeners[0].bind[1]"), cut at KEY_CAP. */
 static const char *join_key(char *out, const char *where, const char *name)
 {
-    if (where == NULL)
-        snprintf(out, KEY_CAP, "%s", name);
-    else
-        snprintf(out, KEY_CAP, "%s.%s", where, name);
+    int n =
+        where ? snprintf(out, KEY_CAP, "%s.%s", where, name) : snprintf(out, KEY_CAP, "%s", name);
+    if (n < 0 || n >= KEY_CAP)
+        memcpy(out + KEY_CAP - 4, "...", 4);
     return out;
 }
 
 static const char *index_key(char *out, const char *where, size_t i)
 {
-    snprintf(out, KEY_CAP, "%s[%zu]", where, i);
+    int n = snprintf(out, KEY_CAP, "%s[%zu]", where, i);
+    if (n < 0 || n >= KEY_CAP)
+        memcpy(out + KEY_CAP - 4, "...", 4);
     return out;
 }
 
@@ -200,8 +203,7 @@ static const char *index_key(char *out, const char *where, size_t i)
  * mapping. where is the mapping's key path, NULL for the top level. False
  * when the node is not a mapping at all.
  */
-static bool walk_map(struct ctx *c, yaml_node_t *map, const char *where, struct field *f,
-                     size_t nf)
+static bool walk_map(struct ctx *c, yaml_node_t *map, const char *where, struct field *f, size_t nf)
 {
     char d[80];
     const char *in = where ? " in " : "";
@@ -249,7 +251,7 @@ static bool walk_map(struct ctx *c, yaml_node_t *map, const char *where, struct 
 
 /* --- typed values -------------------------------------------------------------- */
 
-static char *dup(struct ctx *c, const char *s)
+static char *copy_str(struct ctx *c, const char *s)
 {
     char *p = strdup(s);
     if (p == NULL)
@@ -346,11 +348,13 @@ static bool want_size(struct ctx *c, const yaml_node_t *n, const char *key, uint
                       uint64_t max, uint64_t *out)
 {
     char d[80], lo[32], hi[32];
-    const char *why;
-    uint64_t v;
-    if (n->type != YAML_SCALAR_NODE || is_null(n) ||
-        util_parse_size(scalar_text(n), &v, &why) != 0) {
-        if (n->type == YAML_SCALAR_NODE && !is_null(n) && strstr(why, "too large") != NULL)
+    const char *why = NULL;
+    uint64_t v = 0;
+    int rc = CH_EINVAL;
+    if (n->type == YAML_SCALAR_NODE && !is_null(n))
+        rc = util_parse_size(scalar_text(n), &v, &why);
+    if (rc != 0) {
+        if (why != NULL && strstr(why, "too large") != NULL)
             problem_node(c, n, "%s: %s is too large", key, describe(n, d, sizeof(d)));
         else
             problem_node(c, n, "%s: expected a size like 16KiB, got %s", key,
@@ -376,11 +380,13 @@ static bool want_size(struct ctx *c, const yaml_node_t *n, const char *key, uint
 static bool want_duration(struct ctx *c, const yaml_node_t *n, const char *key, uint64_t *out)
 {
     char d[80];
-    const char *why;
-    uint64_t v;
-    if (n->type != YAML_SCALAR_NODE || is_null(n) ||
-        util_parse_duration_ms(scalar_text(n), &v, &why) != 0) {
-        if (n->type == YAML_SCALAR_NODE && !is_null(n) && strstr(why, "too large") != NULL)
+    const char *why = NULL;
+    uint64_t v = 0;
+    int rc = CH_EINVAL;
+    if (n->type == YAML_SCALAR_NODE && !is_null(n))
+        rc = util_parse_duration_ms(scalar_text(n), &v, &why);
+    if (rc != 0) {
+        if (why != NULL && strstr(why, "too large") != NULL)
             problem_node(c, n, "%s: %s is too large", key, describe(n, d, sizeof(d)));
         else
             problem_node(c, n, "%s: expected a duration like 10s, got %s", key,
@@ -524,6 +530,8 @@ static const char *check_server_name(const char *s)
         after = rb + 1;
     } else {
         size_t hlen = strcspn(s, ":");
+        if (strchr(s, ':') != strrchr(s, ':'))
+            return "an IPv6 address needs brackets, e.g. [::1]";
         const char *why = check_host(s, hlen);
         if (why != NULL)
             return why;
@@ -633,6 +641,8 @@ static const char *parse_upstream(struct ctx *c, const char *url, struct cfg_ups
     } else {
         const char *colon = memchr(auth, ':', alen);
         hlen = colon ? (size_t)(colon - auth) : alen;
+        if (colon && memchr(colon + 1, ':', alen - hlen - 1) != NULL)
+            return "an IPv6 address needs brackets, e.g. http://[::1]:8008";
         host = auth;
         const char *why = check_host(host, hlen);
         if (why != NULL)
@@ -646,7 +656,7 @@ static const char *parse_upstream(struct ctx *c, const char *url, struct cfg_ups
         if (parse_port(after + 1, (size_t)(tail - after - 1), &u->port) != 0)
             return "the port must be a number from 1 to 65535";
     }
-    u->url = dup(c, url);
+    u->url = copy_str(c, url);
     u->host = strndup(host, hlen);
     if (u->host == NULL ||
         asprintf(&u->authority, v6 ? "[%s]:%u" : "%s:%u", u->host, u->port) < 0) {
@@ -680,8 +690,13 @@ static int resolve_upstream(struct cfg_upstream *u, bool literal, char *why, siz
 
 /* --- sections ------------------------------------------------------------------ */
 
-static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq, bool *needs_tls,
-                           yaml_node_t **tls_where)
+/* Where a listener asks for TLS: its tls value, or the listener itself when TLS is the default. */
+struct tls_use {
+    const yaml_node_t *at; /* NULL: no TLS */
+};
+
+static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
+                           struct tls_use *tls_use)
 {
     char key[KEY_CAP], where[KEY_CAP], d[80];
     if (!want_seq(c, seq, "listeners", "listeners", false))
@@ -770,8 +785,7 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq, 
         if (f[2].val != NULL && !want_bool(c, f[2].val, join_key(key, where, "tls"), &l->tls))
             continue;
         if (type_ok && l->tls) {
-            needs_tls[i] = true;
-            tls_where[i] = f[2].val ? f[2].val : item;
+            tls_use[i].at = f[2].val ? f[2].val : item;
         }
     }
 }
@@ -784,21 +798,26 @@ static void load_cert(struct ctx *c, yaml_node_t *n, const char *where, struct c
         return;
     const char *s;
     if (f[0].val && (s = want_string(c, f[0].val, join_key(key, where, "cert"))) != NULL)
-        out->cert = dup(c, s);
+        out->cert = copy_str(c, s);
     if (f[1].val && (s = want_string(c, f[1].val, join_key(key, where, "key"))) != NULL)
-        out->key = dup(c, s);
+        out->key = copy_str(c, s);
 }
 
-/* Loads the tls section; true when it lists at least one certificate entry. */
+/*
+ * Loads the tls section. True when it lists at least one certificate entry,
+ * or is too malformed to tell (already reported: no second complaint).
+ */
 static bool load_tls(struct ctx *c, struct config *cfg, yaml_node_t *n)
 {
     char where[KEY_CAP];
     struct field f[] = {{"certificates", false}, {"egress_ca", false}};
     bool listed = false;
     if (!walk_map(c, n, "tls", f, ARRAY_LEN(f)))
-        return false;
+        return true;
     yaml_node_t *seq = f[0].val;
-    if (seq != NULL && want_seq(c, seq, "tls.certificates", "{cert, key} mappings", true)) {
+    if (seq != NULL && !want_seq(c, seq, "tls.certificates", "{cert, key} mappings", true)) {
+        listed = true;
+    } else if (seq != NULL) {
         size_t nc = seq_len(seq);
         listed = nc > 0;
         if (nc > 0) {
@@ -848,7 +867,7 @@ static void load_homeservers(struct ctx *c, struct config *cfg, yaml_node_t *seq
             if (bad != NULL) {
                 problem_node(c, f[0].val, "%s: invalid server name %s: %s", key,
                              describe(f[0].val, d, sizeof(d)), bad);
-            } else if ((h->server_name = dup(c, s)) != NULL) {
+            } else if ((h->server_name = copy_str(c, s)) != NULL) {
                 lowercase(h->server_name);
                 for (size_t j = 0; j < i; j++) {
                     const char *o = cfg->homeservers[j].server_name;
@@ -874,7 +893,7 @@ static void load_homeservers(struct ctx *c, struct config *cfg, yaml_node_t *seq
                              why);
         }
         if (f[2].val && (s = want_string(c, f[2].val, join_key(key, where, "egress_secret_path"))))
-            h->egress_secret_path = dup(c, s);
+            h->egress_secret_path = copy_str(c, s);
     }
 }
 
@@ -888,7 +907,9 @@ struct limit_spec {
 };
 
 #define LIMIT(name, kind, field, min, max, def)                                                    \
-    {name, kind, offsetof(struct cfg_limits, field), min, max, def}
+    {                                                                                              \
+        name, kind, offsetof(struct cfg_limits, field), min, max, def                              \
+    }
 
 static const struct limit_spec limit_specs[] = {
     LIMIT("max_header_bytes", LIMIT_SIZE, max_header_bytes, 1024, 1048576, 16384),
@@ -946,10 +967,14 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
 {
     enum { F_NAME, F_KEY, F_WORKERS, F_LEVEL, F_ACCESS, F_LISTENERS, F_TLS, F_HS, F_LIMITS };
     struct field f[] = {
-        [F_NAME] = {"server_name", true},   [F_KEY] = {"signing_key_path"},
-        [F_WORKERS] = {"workers"},          [F_LEVEL] = {"log_level"},
-        [F_ACCESS] = {"access_log"},        [F_LISTENERS] = {"listeners", true},
-        [F_TLS] = {"tls"},                  [F_HS] = {"homeservers", true},
+        [F_NAME] = {"server_name", true},
+        [F_KEY] = {"signing_key_path"},
+        [F_WORKERS] = {"workers"},
+        [F_LEVEL] = {"log_level"},
+        [F_ACCESS] = {"access_log"},
+        [F_LISTENERS] = {"listeners", true},
+        [F_TLS] = {"tls"},
+        [F_HS] = {"homeservers", true},
         [F_LIMITS] = {"limits"},
     };
     char d[80];
@@ -968,12 +993,12 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         if (bad != NULL) {
             problem_node(c, f[F_NAME].val, "server_name: invalid server name %s: %s",
                          describe(f[F_NAME].val, d, sizeof(d)), bad);
-        } else if ((cfg->server_name = dup(c, s)) != NULL) {
+        } else if ((cfg->server_name = copy_str(c, s)) != NULL) {
             lowercase(cfg->server_name);
         }
     }
     if (f[F_KEY].val && (s = want_string(c, f[F_KEY].val, "signing_key_path")) != NULL)
-        cfg->signing_key_path = dup(c, s);
+        cfg->signing_key_path = copy_str(c, s);
     if (f[F_WORKERS].val && want_uint(c, f[F_WORKERS].val, "workers", 1, 64, &v))
         cfg->workers = (unsigned)v;
     if (f[F_LEVEL].val && (s = want_string(c, f[F_LEVEL].val, "log_level")) != NULL &&
@@ -983,26 +1008,24 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
                      describe(f[F_LEVEL].val, d, sizeof(d)));
     s = f[F_ACCESS].val ? want_string(c, f[F_ACCESS].val, "access_log") : "-";
     if (s != NULL)
-        cfg->access_log = dup(c, s);
+        cfg->access_log = copy_str(c, s);
 
     size_t nl = 0;
     if (f[F_LISTENERS].val && f[F_LISTENERS].val->type == YAML_SEQUENCE_NODE)
         nl = seq_len(f[F_LISTENERS].val);
-    bool *needs_tls = calloc(nl + 1, sizeof(*needs_tls));
-    yaml_node_t **tls_where = calloc(nl + 1, sizeof(*tls_where));
-    if (needs_tls == NULL || tls_where == NULL) {
+    struct tls_use *tls_use = calloc(nl + 1, sizeof(*tls_use));
+    if (tls_use == NULL) {
         c->oom = true;
         goto out;
     }
     if (f[F_LISTENERS].val)
-        load_listeners(c, cfg, f[F_LISTENERS].val, needs_tls, tls_where);
+        load_listeners(c, cfg, f[F_LISTENERS].val, tls_use);
     bool certs_listed = f[F_TLS].val && load_tls(c, cfg, f[F_TLS].val);
     if (!certs_listed) {
         for (size_t i = 0; i < nl; i++) {
-            if (needs_tls[i])
-                problem_node(c, tls_where[i],
-                             "listeners[%zu]: listener uses TLS but tls.certificates is empty",
-                             i);
+            if (tls_use[i].at != NULL)
+                problem_node(c, tls_use[i].at,
+                             "listeners[%zu]: listener uses TLS but tls.certificates is empty", i);
         }
     }
     if (f[F_HS].val)
@@ -1010,8 +1033,7 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
     if (f[F_LIMITS].val)
         load_limits(c, &cfg->limits, f[F_LIMITS].val);
 out:
-    free(tls_where);
-    free(needs_tls);
+    free(tls_use);
 }
 
 /* --- reading and parsing ------------------------------------------------------- */

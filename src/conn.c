@@ -290,8 +290,17 @@ void conn_close_after_flush(struct conn *c)
     if (c->flags & CONN_F_CLOSING)
         return;
     c->flags |= CONN_F_CLOSE_AFTER;
-    if (c->flags & CONN_F_TLS)
+    if (c->flags & CONN_F_TLS) {
+        /* Records first, then the close_notify alert after them (RFC 5246 section 7.2.1). */
+        if (c->wbuf.len) {
+            if (tls_conn_write(&c->tls, buf_data(&c->wbuf), c->wbuf.len) < 0) {
+                conn_close(c);
+                return;
+            }
+            buf_reset(&c->wbuf);
+        }
         tls_conn_close_notify(&c->tls);
+    }
     conn_flush(c);
 }
 

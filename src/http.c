@@ -429,15 +429,27 @@ static int on_body(llhttp_t *ll, const char *at, size_t n)
     return 0;
 }
 
+/*
+ * Pause right after the message: the caller learns where it ended. The user's
+ * on_complete runs in http_parser_feed(), after the last framing check.
+ */
 static int on_message_complete(llhttp_t *ll)
 {
-    struct http_parser *hp = parser_of(ll);
+    (void)ll;
+    return HPE_PAUSED;
+}
+
+/* The message is complete: tell the user. */
+static int complete(struct http_parser *hp)
+{
     if (hp->cb && hp->cb->on_complete) {
         int rc = hp->cb->on_complete(hp->ud);
-        if (rc < 0)
-            return cb_failed(hp, rc);
+        if (rc < 0) {
+            hp->cb_error = rc;
+            return rc;
+        }
     }
-    return HPE_PAUSED;
+    return HTTP_PAUSED;
 }
 
 /* --- parser -------------------------------------------------------------------------- */
@@ -501,7 +513,7 @@ static int execute_result(struct http_parser *hp, llhttp_errno_t e, const char *
         }
         hp->in_field_value = false;
         *consumed = used;
-        return HTTP_PAUSED;
+        return complete(hp);
     }
     case HPE_PAUSED_UPGRADE:
         proto_error(hp, "protocol upgrade is not supported");
@@ -577,14 +589,20 @@ int http_parser_finish(struct http_parser *hp)
         size_t unused;
         return execute_result(hp, e, NULL, 0, &unused);
     }
+    /*
+     * No byte of a next message was fed (a head is fed whole): a clean end.
+     * (llhttp itself would say "unsafe" right after llhttp_resume().)
+     */
+    if (hp->in_head)
+        return 0;
     e = llhttp_finish(&hp->ll);
     switch (e) {
     case HPE_OK:
         return 0;
     case HPE_PAUSED:
-        /* on_message_complete ran for a read-until-close body; make it stick. */
+        /* The end of a read-until-close body; paused, as after a feed. */
         llhttp_pause(&hp->ll);
-        return HTTP_PAUSED;
+        return complete(hp);
     case HPE_INVALID_EOF_STATE:
         proto_error(hp, "connection closed before the end of the message");
         return CH_EPROTO;

@@ -11,6 +11,9 @@
 #include "chappe/upstream.h"
 #include "chappe/util.h"
 
+/* An idle keep-alive connection releases its buffers after this long. */
+#define TRIM_AFTER_MS 2000
+
 /* Pipelined bytes buffered while a response is pending, before reading stops. */
 #define PIPELINE_MAX (64 * 1024)
 
@@ -46,6 +49,7 @@ struct inbound {
     bool retried;
     bool is_head;
     bool in_process; /* process() is on the stack: do not re-enter it */
+    bool trim_pending; /* the idle timer first trims buffers, then closes */
     char error[160]; /* why chappe answered by itself, for the access log */
 };
 
@@ -134,12 +138,11 @@ static void finish_exchange(struct inbound *ib)
     }
     ib->state = IB_IDLE;
     conn_flush(c);
-    if (c->rbuf.len == 0) {
-        buf_free(&ib->head);
-        buf_free(&ib->upreq);
-        conn_trim(c);
-    }
-    conn_set_timer(c, limits(ib)->idle_timeout_ms);
+    /* Keep the buffers for a busy keep-alive connection; an idle one gives them back after
+     * TRIM_AFTER_MS (on_timer), then waits out the rest of idle_timeout. */
+    uint64_t idle = limits(ib)->idle_timeout_ms;
+    ib->trim_pending = idle > TRIM_AFTER_MS;
+    conn_set_timer(c, ib->trim_pending ? TRIM_AFTER_MS : idle);
     conn_resume_read(c);
     if (c->flags & CONN_F_EOF) {
         if (c->rbuf.len == 0) {
@@ -232,8 +235,7 @@ static int up_head(struct upstream *u, void *ud, struct http_msg *resp)
         buf_append_str(out, "Connection: keep-alive\r\n");
     buf_append(out, "\r\n", 2);
     ib->resp_started = true;
-    conn_flush(c);
-    return no_body ? 1 : 0;
+    return no_body ? 1 : 0; /* flushed by up_batch, with the first body bytes */
 }
 
 static int up_body(struct upstream *u, void *ud, const char *p, size_t n)
@@ -245,7 +247,8 @@ static int up_body(struct upstream *u, void *ud, const char *p, size_t n)
     if (rc < 0)
         return rc;
     ib->resp_body_bytes += n;
-    conn_flush(c);
+    if (c->wbuf.len >= CONN_WRITE_LOW)
+        conn_flush(c);
     if (conn_pending(c) > CONN_WRITE_HIGH)
         upstream_pause_read(u); /* resumed by on_writable */
     return 0;
@@ -264,6 +267,13 @@ static void up_complete(struct upstream *u, void *ud)
         ib->close_after = true;
     }
     finish_exchange(ib);
+}
+
+static void up_batch(struct upstream *u, void *ud)
+{
+    (void)u;
+    struct inbound *ib = ud;
+    conn_flush(&ib->c);
 }
 
 static void up_writable(struct upstream *u, void *ud)
@@ -315,7 +325,7 @@ static void up_error(struct upstream *u, void *ud, int err, const char *why, boo
 }
 
 static const struct upstream_handler up_handler = {
-    up_connected, up_head, up_body, up_complete, up_writable, up_error,
+    up_connected, up_head, up_body, up_complete, up_batch, up_writable, up_error,
 };
 
 /* --- request side -------------------------------------------------------------------- */
@@ -514,6 +524,7 @@ static void process_loop(struct inbound *ib)
             if (c->rbuf.len == 0)
                 return;
             ib->state = IB_HEAD;
+            ib->trim_pending = false;
             ib->t_start = util_mono_ms();
             reset_exchange(ib);
             http_parser_init(&ib->hp, HTTP_REQUEST, &req_cb, ib);
@@ -645,6 +656,14 @@ static void on_timer(struct conn *c)
     struct inbound *ib = ib_of(c);
     switch (ib->state) {
     case IB_IDLE:
+        if (c->rbuf.len == 0 && ib->trim_pending) {
+            ib->trim_pending = false;
+            buf_free(&ib->head);
+            buf_free(&ib->upreq);
+            conn_trim(c);
+            conn_set_timer(c, limits(ib)->idle_timeout_ms - TRIM_AFTER_MS);
+            return;
+        }
         if (c->rbuf.len == 0) {
             ib->state = IB_CLOSED;
             conn_close(c);

@@ -280,7 +280,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
         return;
     }
     arm_timer(u);
+    const struct upstream_handler *h = u->h;
+    void *ud = u->ud;
     process(u);
+    if (h && u->h == h && u->ud == ud)
+        h->on_batch(u, ud);
     if (!(u->flags & UP_F_CLOSING))
         update_reading(u);
 }

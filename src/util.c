@@ -145,8 +145,8 @@ int util_parse_duration_ms(const char *s, uint64_t *out, const char **why)
  * largest first, and only a strictly shorter text replaces the current best;
  * the bare number (when allowed) comes last, so "1024" prints as "1KiB".
  */
-static void format_with_units(uint64_t v, const struct unit *units, size_t nunits,
-                              const char *zero, int bare, char *out, size_t cap)
+static void format_with_units(uint64_t v, const struct unit *units, size_t nunits, const char *zero,
+                              int bare, char *out, size_t cap)
 {
     char best[32] = "", cand[32];
     if (v == 0) {

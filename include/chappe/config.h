@@ -39,7 +39,7 @@ struct cfg_upstream {
     char *url;       /* as written, e.g. "http://127.0.0.1:8008" */
     char *host;      /* host part without brackets, e.g. "127.0.0.1", "::1", "localhost" */
     uint16_t port;   /* default 80 */
-    char *authority; /* host[:port] as to be sent in Host when needed, e.g. "127.0.0.1:8008" */
+    char *authority; /* host:port (IPv6 bracketed), for a Host header when the client sent none */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
@@ -80,7 +80,7 @@ struct config {
     struct cfg_homeserver *homeservers;
     size_t nhomeservers;
     struct cfg_limits limits;
-    unsigned workers;       /* event-loop threads; default (0 in the file or absent): number of cores */
+    unsigned workers;       /* event-loop threads, 1..64; default (absent): number of cores */
     char *access_log;       /* "-" (stdout, default), "off", or a file path */
     enum log_level log_level; /* default info */
 };

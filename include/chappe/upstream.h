@@ -25,6 +25,8 @@ struct upstream_handler {
     int (*on_body)(struct upstream *u, void *ud, const char *p, size_t n);
     /* Response complete. The exchange then calls upstream_release. */
     void (*on_complete)(struct upstream *u, void *ud);
+    /* One read from the upstream was processed: a good moment to flush what it produced. */
+    void (*on_batch)(struct upstream *u, void *ud);
     /* The output queue fell below the low-water mark. */
     void (*on_writable)(struct upstream *u, void *ud);
     /*

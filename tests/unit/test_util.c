@@ -115,11 +115,11 @@ static void test_parse_size(void **state)
     assert_int_equal(size_ok("16777215TiB"), 16777215ull << 40);
 
     size_bad("");
-    size_bad("18446744073709551616");  /* UINT64_MAX + 1 */
+    size_bad("18446744073709551616"); /* UINT64_MAX + 1 */
     size_bad("99999999999999999999999");
-    size_bad("16777216TiB");           /* 2^64 */
+    size_bad("16777216TiB");            /* 2^64 */
     size_bad("18446744073709551615B0"); /* junk after the unit */
-    size_bad("18446744073709552KB");   /* overflow in the multiplication */
+    size_bad("18446744073709552KB");    /* overflow in the multiplication */
     size_bad("-1");
     size_bad("+1");
     size_bad(" 16KiB");

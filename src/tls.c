@@ -265,7 +265,8 @@ static int worse(int a, int b)
 static int read_pem(const char *path, bool secret, unsigned char **out, size_t *outlen,
                     struct buf *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO or device named by mistake must not hang the reload. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         errline(err, path, "cannot open: %s", strerror(errno));
         return CH_EIO;
@@ -473,8 +474,7 @@ size_t tls_material_count(const struct tls_material *m)
 /* ------------------------------------------------------------------------------------------ */
 /* Per-worker server contexts */
 
-/* Remember the requested name (lowercased) for the owner: c->sni stays "" if it is not a host name.
- */
+/* Keep the requested name, lowercased, for the owner; c->sni stays "" if it is no host name. */
 static void remember_sni(struct tls_conn *c, const unsigned char *name, size_t len)
 {
     if (!name_ok(name, len) || len >= sizeof(c->sni))

@@ -38,7 +38,7 @@ struct tls_material;
 int tls_material_load(const struct config *cfg, struct tls_material **out, struct buf *err);
 void tls_material_ref(struct tls_material *m);
 void tls_material_unref(struct tls_material *m);
-/* Count of certificates and the DNS names of certificate i (SAN, or CN without SAN), for logs. */
+/* Number of certificates in the snapshot. */
 size_t tls_material_count(const struct tls_material *m);
 
 /*

@@ -8,6 +8,7 @@ JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 LLHTTP_SRC := $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c $(LLHTTP_DIR)/llhttp.c
+# llhttp is built in its strict mode: CRLF after chunk data is enforced (RFC 9112 section 7.1).
 
 SRC     := $(sort $(wildcard src/*.c))
 LIB_SRC := $(filter-out src/main.c,$(SRC))
@@ -53,7 +54,7 @@ build/obj/%.o: src/%.c
 
 build/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(@D)
-	$(CC) -I$(LLHTTP_INC) -O2 -g -w -c -o $@ $<
+	$(CC) -I$(LLHTTP_INC) -DLLHTTP_STRICT_MODE=1 -O2 -g -w -c -o $@ $<
 
 build/chappe: $(REL_OBJ) $(REL_LLHTTP)
 	$(CC) $(REL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -65,7 +66,7 @@ build/debug/obj/%.o: src/%.c
 
 build/debug/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(@D)
-	$(CC) -I$(LLHTTP_INC) -O1 -g -w -fsanitize=address,undefined -c -o $@ $<
+	$(CC) -I$(LLHTTP_INC) -DLLHTTP_STRICT_MODE=1 -O1 -g -w -fsanitize=address,undefined -c -o $@ $<
 
 build/debug/libchappe.a: $(DBG_LIB_OBJ) $(DBG_LLHTTP)
 	@rm -f $@
@@ -122,7 +123,7 @@ build/fuzz/obj/%.o: src/%.c
 
 build/fuzz/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_FLAGS) -w -c -o $@ $<
+	$(CLANG) $(FUZZ_FLAGS) -DLLHTTP_STRICT_MODE=1 -w -c -o $@ $<
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)

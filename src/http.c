@@ -902,7 +902,7 @@ static int append_json_string(struct buf *out, const char *p, size_t n)
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
         const char *esc = NULL;
-        char ubuf[7];
+        char ubuf[6];
         size_t elen = 2;
         if (c == '"' || c == '\\') {
             ubuf[0] = '\\';
@@ -915,7 +915,10 @@ static int append_json_string(struct buf *out, const char *p, size_t n)
                 ubuf[1] = short_esc[c - '\b'];
                 esc = ubuf;
             } else {
-                memcpy(ubuf, "\\u00", 4);
+                ubuf[0] = '\\';
+                ubuf[1] = 'u';
+                ubuf[2] = '0';
+                ubuf[3] = '0';
                 ubuf[4] = hex[c >> 4];
                 ubuf[5] = hex[c & 15];
                 esc = ubuf;

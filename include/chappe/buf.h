@@ -56,6 +56,7 @@ void buf_commit(struct buf *b, size_t n);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_append_slice(struct buf *b, struct slice s);
+/* Formatted append; no argument may point into b itself (it may be reallocated). */
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vappendf(struct buf *b, const char *fmt, va_list ap);
 /* Drop n bytes from the front (n <= len). */

@@ -19,7 +19,8 @@
  * Returns:
  *   HTTP_SCAN_DONE     a complete head of *head_len bytes (through CRLF CRLF)
  *   HTTP_SCAN_MORE     no complete head yet, and fewer than max bytes seen
- *   HTTP_SCAN_TOO_LARGE the head does not fit in max bytes (431)
+ *   HTTP_SCAN_TOO_LARGE the head does not fit in max bytes, or has more than
+ *                      HTTP_MAX_FIELDS field lines (431)
  *   HTTP_SCAN_BAD      a framing violation, *why says which (400 and close):
  *                      bare CR, bare LF (a line not ended by CRLF), NUL or
  *                      another control byte (other than HTAB in field values),
@@ -56,17 +57,19 @@ struct http_msg {
 struct http_parser_cb {
     /*
      * The head is complete (msg filled). Return 0 to go on, 1 when the message
-     * has no body whatever its fields say (response to HEAD, 1xx/204/304 are
-     * already handled by llhttp), or a negative code to stop with an error.
+     * has no body whatever its fields say (response to HEAD; 1xx, 204 and 304
+     * responses are forced bodiless by http.c itself), or a negative code to
+     * stop with an error.
      */
     int (*on_head)(void *ud, struct http_msg *msg);
     /* Body bytes, de-chunked. p points into the fed buffer: copy what must outlive the call. */
     int (*on_body)(void *ud, const char *p, size_t n);
-    /* The message is complete; the parser pauses right after it. */
+    /* The message is complete and passed every framing check; the parser pauses right after it. */
     int (*on_complete)(void *ud);
 };
 
-/* Owned by its embedder; holds no heap memory. */
+/* Owned by its embedder; holds no heap memory. Must not move after http_parser_init (llhttp
+ * keeps a pointer to settings). */
 struct http_parser {
     llhttp_t ll;
     llhttp_settings_t settings;
@@ -112,8 +115,10 @@ size_t http_msg_count(const struct http_msg *msg, const char *name);
 int http_msg_validate_request(const struct http_msg *msg, const char **why);
 /*
  * Hop-by-hop field (RFC 9110 section 7.6.1): Connection, Proxy-Connection,
- * Keep-Alive, TE, Transfer-Encoding, Upgrade, Trailer, and every field named
- * in the message's Connection header. Content-Length is not hop-by-hop.
+ * Keep-Alive, TE, Transfer-Encoding, Upgrade, Trailer, the Proxy-Authorization
+ * family (credentials meant for chappe itself), and every field named in the
+ * message's Connection header -- except Content-Length and Host, never
+ * stripped whatever Connection says.
  */
 bool http_is_hop_by_hop(const struct http_msg *msg, struct slice name);
 

@@ -210,7 +210,11 @@ static int up_head(struct upstream *u, void *ud, struct http_msg *resp)
     if (ib->framing == RF_CLOSE || !req->keep_alive || c->w->draining || !ib->req_done)
         ib->close_after = true;
 
-    buf_appendf(out, "HTTP/1.1 %d ", resp->status);
+    char status[16] = "HTTP/1.1 000 ";
+    status[9] = (char)('0' + resp->status / 100 % 10);
+    status[10] = (char)('0' + resp->status / 10 % 10);
+    status[11] = (char)('0' + resp->status % 10);
+    buf_append(out, status, 13);
     if (resp->reason.len)
         buf_append_slice(out, resp->reason);
     else
@@ -390,8 +394,10 @@ static int build_upstream_request(struct inbound *ib)
     }
     if (http_msg_field(m, "host") == NULL)
         buf_appendf(b, "Host: %s\r\n", ib->pool->hs->upstream.authority);
-    buf_appendf(b, "X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n", ib->c.peer_ip,
-                (ib->c.flags & CONN_F_TLS) ? "https" : "http");
+    buf_append_str(b, "X-Forwarded-For: ");
+    buf_append_str(b, ib->c.peer_ip);
+    buf_append_str(b, (ib->c.flags & CONN_F_TLS) ? "\r\nX-Forwarded-Proto: https\r\n"
+                                                 : "\r\nX-Forwarded-Proto: http\r\n");
     if (ib->req_chunked)
         buf_append_str(b, "Transfer-Encoding: chunked\r\n");
     return buf_append(b, "\r\n", 2);

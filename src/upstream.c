@@ -291,10 +291,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
 
 static void update_reading(struct upstream *u)
 {
-    bool want = (u->flags & UP_F_CONNECTED) && !(u->flags & (UP_F_PAUSED | UP_F_CLOSING)) &&
-                !(u->flags & UP_F_DONE);
-    if (u->flags & UP_F_IDLE)
-        want = true;
+    /* A complete response does not stop reading: the exchange releases the connection to the
+     * pool in the same callback, and the pool keeps reading to notice a close (saves two
+     * epoll_ctl calls a request). */
+    bool want = (u->flags & UP_F_CONNECTED) && !(u->flags & (UP_F_PAUSED | UP_F_CLOSING));
     if (want && !(u->flags & UP_F_READING)) {
         if (uv_read_start((uv_stream_t *)&u->tcp, alloc_cb, on_read) == 0)
             u->flags |= UP_F_READING;

@@ -205,8 +205,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
 
 static void update_reading(struct conn *c)
 {
-    bool want = !(c->flags & (CONN_F_PAUSED | CONN_F_EOF | CONN_F_CLOSING)) &&
-                c->rbuf.len < RBUF_HIGH;
+    bool want =
+        !(c->flags & (CONN_F_PAUSED | CONN_F_EOF | CONN_F_CLOSING)) && c->rbuf.len < RBUF_HIGH;
     if (c->flags & CONN_F_LINGER)
         want = true;
     if (want && !(c->flags & CONN_F_READING)) {

@@ -1,4 +1,5 @@
-/* inbound.c -- the reverse proxy: strict request parsing, routing to a homeserver, streaming both ways. */
+/* inbound.c -- the reverse proxy: strict request parsing, routing to a homeserver, streaming both
+ * ways. */
 /* SPDX-License-Identifier: ISC */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -48,9 +49,9 @@ struct inbound {
     bool close_after;
     bool retried;
     bool is_head;
-    bool in_process; /* process() is on the stack: do not re-enter it */
+    bool in_process;   /* process() is on the stack: do not re-enter it */
     bool trim_pending; /* the idle timer first trims buffers, then closes */
-    char error[160]; /* why chappe answered by itself, for the access log */
+    char error[160];   /* why chappe answered by itself, for the access log */
 };
 
 static void process(struct inbound *ib);
@@ -94,8 +95,9 @@ static void access_log(struct inbound *ib)
     json_field(&b, "method", m->method);
     json_field(&b, "path", m->target);
     double ms = (double)(util_mono_ms() - ib->t_start);
-    buf_appendf(&b, ",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-                    ",\"duration_ms\":%.0f",
+    buf_appendf(&b,
+                ",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+                ",\"duration_ms\":%.0f",
                 ib->status, ib->req_body_bytes, ib->resp_body_bytes, ms);
     if (ib->pool)
         json_field(&b, "upstream",
@@ -321,8 +323,8 @@ static void up_error(struct upstream *u, void *ud, int err, const char *why, boo
     if (err == CH_ETIMEOUT)
         reply_error(ib, 504, "M_UNKNOWN", !ib->req_done, "upstream %s timed out: %s", us->url, why);
     else if (err == CH_EPROTO)
-        reply_error(ib, 502, "M_UNKNOWN", true, "upstream %s sent an invalid response: %s",
-                    us->url, why);
+        reply_error(ib, 502, "M_UNKNOWN", true, "upstream %s sent an invalid response: %s", us->url,
+                    why);
     else
         reply_error(ib, 502, "M_UNKNOWN", !ib->req_done, "upstream %s unreachable: %s", us->url,
                     why);
@@ -429,8 +431,8 @@ static int req_head(void *ud, struct http_msg *m)
     if (hs < 0) {
         const struct http_field *host = http_msg_field(m, "host");
         reply_error(ib, 404, "M_UNRECOGNIZED", ib->has_body,
-                    "no homeserver is served here for host '%.*s'",
-                    host ? (int)host->value.len : 0, host ? host->value.base : "");
+                    "no homeserver is served here for host '%.*s'", host ? (int)host->value.len : 0,
+                    host ? host->value.base : "");
         return HANDLED;
     }
     ib->pool = &ib->c.w->pools[hs];
@@ -492,8 +494,9 @@ static void parse_error(struct inbound *ib, int rc)
             conn_close(&ib->c);
             return;
         }
-        reply_error(ib, 413, "M_TOO_LARGE", true, "request body is over the limit of %" PRIu64
-                    " bytes", limits(ib)->max_body_bytes);
+        reply_error(ib, 413, "M_TOO_LARGE", true,
+                    "request body is over the limit of %" PRIu64 " bytes",
+                    limits(ib)->max_body_bytes);
         return;
     }
     if (rc == CH_ENOMEM) {
@@ -682,8 +685,8 @@ static void on_timer(struct conn *c)
             reset_exchange(ib);
             http_parser_init(&ib->hp, HTTP_REQUEST, &req_cb, ib);
         }
-        reply_error(ib, 408, "M_UNKNOWN", true, "request header not received within %" PRIu64
-                    " ms", limits(ib)->header_timeout_ms);
+        reply_error(ib, 408, "M_UNKNOWN", true, "request header not received within %" PRIu64 " ms",
+                    limits(ib)->header_timeout_ms);
         return;
     case IB_BODY:
         if (ib->resp_started) {

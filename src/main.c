@@ -24,10 +24,12 @@ static const char usage_text[] =
     "usage: chappe <command> [options]\n"
     "\n"
     "commands:\n"
-    "  run [-c FILE]            run the relay in the foreground (default config: " CONFIG_DEFAULT_PATH
-    ")\n"
-    "  check-config [-c FILE]   print the effective configuration, or every error as FILE:LINE:COL\n"
-    "  keygen [-o FILE]         make a new ed25519 signing key (Synapse format; 0600, never overwrites)\n"
+    "  run [-c FILE]            run the relay in the foreground (default "
+    "config: " CONFIG_DEFAULT_PATH ")\n"
+    "  check-config [-c FILE]   print the effective configuration, or every error as "
+    "FILE:LINE:COL\n"
+    "  keygen [-o FILE]         make a new ed25519 signing key (Synapse format; 0600, never "
+    "overwrites)\n"
     "  --version                print the version\n"
     "  --help                   this text; `chappe <command> --help` for one command\n"
     "\n"
@@ -39,7 +41,8 @@ static int usage(FILE *f, int status)
     return status;
 }
 
-/* Parse "-c FILE" / "--config FILE" (or "-o FILE" for keygen). Returns 0, 1 (help), or 2 (usage). */
+/* Parse "-c FILE" / "--config FILE" (or "-o FILE" for keygen). Returns 0, 1 (help), or 2 (usage).
+ */
 static int parse_opts(int argc, char **argv, const char *shortopts, const char **value)
 {
     static const struct option longopts[] = {
@@ -215,8 +218,8 @@ static void log_ready(const struct config *cfg, unsigned n)
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct cfg_listener *l = &cfg->listeners[i];
         for (size_t j = 0; j < l->nbinds; j++)
-            buf_appendf(&b, ", %s on %s (%s)", config_listener_type_name(l->type),
-                        l->binds[j].text, l->tls ? "tls" : "plain");
+            buf_appendf(&b, ", %s on %s (%s)", config_listener_type_name(l->type), l->binds[j].text,
+                        l->tls ? "tls" : "plain");
     }
     for (size_t i = 0; i < cfg->nhomeservers; i++)
         buf_appendf(&b, "; %s -> %s", cfg->homeservers[i].server_name,
@@ -323,8 +326,7 @@ int main(int argc, char **argv)
         return usage(stderr, 2);
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
-        printf("chappe %s (libuv %s, %s)\n", CHAPPE_VERSION, uv_version_string(),
-               "mbedTLS 2.28");
+        printf("chappe %s (libuv %s, %s)\n", CHAPPE_VERSION, uv_version_string(), "mbedTLS 2.28");
         return 0;
     }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0)

@@ -42,7 +42,8 @@ int sign_keygen_file(const char *path, const char **why)
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = errno == EEXIST ? CH_EEXIST : CH_EIO;
-        *why = errno == EEXIST ? "file exists (refusing to overwrite a signing key)" : strerror(errno);
+        *why =
+            errno == EEXIST ? "file exists (refusing to overwrite a signing key)" : strerror(errno);
         goto out;
     }
     ssize_t w = write(fd, buf_data(&b), b.len);

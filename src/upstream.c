@@ -8,7 +8,7 @@
 #include "chappe/util.h"
 
 #define UP_WRITE_HIGH (256 * 1024)
-#define UP_WRITE_LOW (64 * 1024)
+#define UP_WRITE_LOW  (64 * 1024)
 
 enum {
     UP_F_CONNECTING = 1 << 0, /* uv_tcp_connect pending */
@@ -22,7 +22,7 @@ enum {
     UP_F_PAUSED = 1 << 8,     /* the exchange asked to stop reading */
     UP_F_READING = 1 << 9,
     UP_F_CLOSING = 1 << 10,
-    UP_F_BROKEN = 1 << 11,    /* not reusable */
+    UP_F_BROKEN = 1 << 11, /* not reusable */
     UP_F_WANT_WRITABLE = 1 << 12,
 };
 
@@ -36,9 +36,9 @@ struct upstream {
     void *ud;
     unsigned flags;
     int handles;
-    struct buf rbuf;  /* bytes received, not yet parsed */
-    struct buf head;  /* the current response head (msg slices point here) */
-    struct buf wbuf;  /* request bytes queued before connect / not yet handed to libuv */
+    struct buf rbuf; /* bytes received, not yet parsed */
+    struct buf head; /* the current response head (msg slices point here) */
+    struct buf wbuf; /* request bytes queued before connect / not yet handed to libuv */
     size_t inflight;
     struct http_parser hp;
 };
@@ -451,8 +451,8 @@ struct upstream *upstream_get(struct upstream_pool *p, const struct upstream_han
     u->connect_req.data = u;
     u->flags |= UP_F_CONNECTING;
     p->connects++;
-    int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&p->hs->upstream.addr,
-                            on_connect);
+    int rc = uv_tcp_connect(&u->connect_req, &u->tcp,
+                            (const struct sockaddr *)&p->hs->upstream.addr, on_connect);
     arm_timer(u);
     if (rc < 0) {
         /* Reported asynchronously so that the caller sees one way of failing. */

@@ -51,18 +51,21 @@ struct cfg_homeserver {
 };
 
 struct cfg_limits {
-    uint64_t max_header_bytes;      /* default 16KiB: request/response head, else 431 / 502 */
-    uint64_t max_body_bytes;        /* default 13107200 (12.5 MiB): request body, else 413 */
-    uint64_t header_timeout_ms;     /* default 10s: from first byte to the end of the head */
-    uint64_t body_timeout_ms;       /* default 60s: inactivity while reading a request body */
-    uint64_t idle_timeout_ms;       /* default 60s: keep-alive idle between requests */
-    uint64_t tls_handshake_timeout_ms; /* default 10s */
+    uint64_t max_header_bytes;            /* default 16KiB: request/response head, else 431 / 502 */
+    uint64_t max_body_bytes;              /* default 13107200 (12.5 MiB): request body, else 413 */
+    uint64_t header_timeout_ms;           /* default 10s: from first byte to the end of the head */
+    uint64_t body_timeout_ms;             /* default 60s: inactivity while reading a request body */
+    uint64_t idle_timeout_ms;             /* default 60s: keep-alive idle between requests */
+    uint64_t tls_handshake_timeout_ms;    /* default 10s */
     uint64_t upstream_connect_timeout_ms; /* default 5s, then 504 */
-    uint64_t upstream_timeout_ms;   /* default 60s: upstream inactivity while awaiting/reading a response, then 504 */
-    uint64_t upstream_idle_timeout_ms; /* default 30s: pooled keep-alive connection lifetime when idle */
-    uint64_t upstream_keepalive;    /* default 32: idle upstream connections kept per upstream per worker */
-    uint64_t drain_timeout_ms;      /* default 30s: SIGTERM grace for in-flight requests */
-    uint64_t max_connections;       /* default 10000 per worker: further accepts are closed at once */
+    uint64_t upstream_timeout_ms; /* default 60s: upstream inactivity while awaiting/reading a
+                                     response, then 504 */
+    uint64_t
+        upstream_idle_timeout_ms; /* default 30s: pooled keep-alive connection lifetime when idle */
+    uint64_t
+        upstream_keepalive; /* default 32: idle upstream connections kept per upstream per worker */
+    uint64_t drain_timeout_ms; /* default 30s: SIGTERM grace for in-flight requests */
+    uint64_t max_connections;  /* default 10000 per worker: further accepts are closed at once */
 };
 
 struct config {
@@ -80,8 +83,8 @@ struct config {
     struct cfg_homeserver *homeservers;
     size_t nhomeservers;
     struct cfg_limits limits;
-    unsigned workers;       /* event-loop threads, 1..64; default (absent): number of cores */
-    char *access_log;       /* "-" (stdout, default), "off", or a file path */
+    unsigned workers;         /* event-loop threads, 1..64; default (absent): number of cores */
+    char *access_log;         /* "-" (stdout, default), "off", or a file path */
     enum log_level log_level; /* default info */
 };
 

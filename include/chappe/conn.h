@@ -38,15 +38,15 @@ struct conn_handler {
 };
 
 enum {
-    CONN_F_TLS = 1 << 0,         /* TLS listener: bytes pass through c->tls */
-    CONN_F_HANDSHAKE = 1 << 1,   /* TLS handshake not finished yet */
-    CONN_F_READING = 1 << 2,     /* uv_read_start active */
-    CONN_F_PAUSED = 1 << 3,      /* the handler asked to stop reading */
-    CONN_F_CLOSING = 1 << 4,     /* uv_close called on the handles */
-    CONN_F_LINGER = 1 << 5,      /* output flushed, FIN sent, discarding input until close */
-    CONN_F_CLOSE_AFTER = 1 << 6, /* close once the output is flushed */
+    CONN_F_TLS = 1 << 0,           /* TLS listener: bytes pass through c->tls */
+    CONN_F_HANDSHAKE = 1 << 1,     /* TLS handshake not finished yet */
+    CONN_F_READING = 1 << 2,       /* uv_read_start active */
+    CONN_F_PAUSED = 1 << 3,        /* the handler asked to stop reading */
+    CONN_F_CLOSING = 1 << 4,       /* uv_close called on the handles */
+    CONN_F_LINGER = 1 << 5,        /* output flushed, FIN sent, discarding input until close */
+    CONN_F_CLOSE_AFTER = 1 << 6,   /* close once the output is flushed */
     CONN_F_WANT_WRITABLE = 1 << 7, /* on_writable owed once output drains */
-    CONN_F_EOF = 1 << 8,         /* the peer finished sending */
+    CONN_F_EOF = 1 << 8,           /* the peer finished sending */
 };
 
 struct conn {
@@ -59,12 +59,12 @@ struct conn {
     unsigned flags;
     int handles; /* handles still open; freed through on_close when 0 */
     struct tls_conn tls;
-    struct buf rbuf;   /* plaintext received, not yet consumed by the handler */
-    struct buf wbuf;   /* plaintext queued, not yet flushed */
-    size_t inflight;   /* bytes handed to uv_write and not yet written */
+    struct buf rbuf; /* plaintext received, not yet consumed by the handler */
+    struct buf wbuf; /* plaintext queued, not yet flushed */
+    size_t inflight; /* bytes handed to uv_write and not yet written */
     uint64_t bytes_in, bytes_out;
-    char peer_ip[48];  /* textual peer address, for X-Forwarded-For and logs */
-    char peer[64];     /* ip:port */
+    char peer_ip[48]; /* textual peer address, for X-Forwarded-For and logs */
+    char peer[64];    /* ip:port */
 };
 
 /*

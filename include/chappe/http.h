@@ -76,10 +76,10 @@ struct http_parser {
     struct http_msg msg;
     const struct http_parser_cb *cb;
     void *ud;
-    int cb_error;            /* the negative code a callback returned, if any */
-    bool in_head;            /* still parsing the head */
-    bool in_field_value;     /* last head callback was a value span */
-    const char *error;       /* static description of the last parse error */
+    int cb_error;        /* the negative code a callback returned, if any */
+    bool in_head;        /* still parsing the head */
+    bool in_field_value; /* last head callback was a value span */
+    const char *error;   /* static description of the last parse error */
 };
 
 /* Initialise for requests (HTTP_REQUEST) or responses (HTTP_RESPONSE). Strict: no lenient flags. */

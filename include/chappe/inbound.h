@@ -1,4 +1,5 @@
-/* inbound.h -- the federation listener's role: requests in, through to the homeserver, responses out. */
+/* inbound.h -- the federation listener's role: requests in, through to the homeserver, responses
+ * out. */
 /* SPDX-License-Identifier: ISC */
 #ifndef CHAPPE_INBOUND_H
 #define CHAPPE_INBOUND_H

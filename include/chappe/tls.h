@@ -1,4 +1,5 @@
-/* tls.h -- TLS 1.2 server sessions with mbedTLS over memory buffers (libuv fills and drains them). */
+/* tls.h -- TLS 1.2 server sessions with mbedTLS over memory buffers (libuv fills and drains them).
+ */
 /* SPDX-License-Identifier: ISC */
 #ifndef CHAPPE_TLS_H
 #define CHAPPE_TLS_H
@@ -74,7 +75,8 @@ int tls_conn_init(struct tls_conn *c, struct tls_server *srv);
 void tls_conn_free(struct tls_conn *c);
 /* Append ciphertext from the socket. 0 or CH_ENOMEM. */
 int tls_conn_feed(struct tls_conn *c, const char *p, size_t n);
-/* Drive the handshake: 0 when done, CH_EAGAIN for more input, CH_ETLS on failure. Output may appear in out. */
+/* Drive the handshake: 0 when done, CH_EAGAIN for more input, CH_ETLS on failure. Output may appear
+ * in out. */
 int tls_conn_handshake(struct tls_conn *c);
 /*
  * Decrypt all complete records into plain (appended). 0 when it needs more

@@ -19,7 +19,8 @@ struct upstream;
 struct upstream_handler {
     /* Connected (or reused): queued output is being sent. */
     void (*on_connected)(struct upstream *u, void *ud);
-    /* Response head parsed (1xx heads are skipped). Return 1 if it has no body (HEAD), <0 to abort. */
+    /* Response head parsed (1xx heads are skipped). Return 1 if it has no body (HEAD), <0 to abort.
+     */
     int (*on_head)(struct upstream *u, void *ud, struct http_msg *msg);
     /* Response body bytes (de-chunked). */
     int (*on_body)(struct upstream *u, void *ud, const char *p, size_t n);

@@ -34,20 +34,20 @@ struct worker {
     unsigned id;
     pthread_t thread;
     uv_loop_t loop;
-    uv_async_t async;    /* messages from the main thread */
+    uv_async_t async; /* messages from the main thread */
     uv_timer_t drain_timer;
     const struct config *cfg; /* immutable while the worker runs */
     struct tls_server *tls;   /* current server context; connections hold their own reference */
     struct listener *listeners;
     size_t nlisteners;
-    struct link conns;   /* every open client connection */
+    struct link conns; /* every open client connection */
     size_t nconns;
     struct upstream_pool *pools; /* one per homeserver */
-    uv_sem_t started;    /* posted once the listeners are up (or failed) */
+    uv_sem_t started;            /* posted once the listeners are up (or failed) */
     int start_error;
     void (*on_exit)(struct worker *w);
     bool draining;
-    bool stopped;        /* every handle is closing: the loop ends */
+    bool stopped;                /* every handle is closing: the loop ends */
     char rdbuf[WORKER_READ_BUF]; /* socket reads land here first */
 
     /* Set by the main thread under lock, read in the async callback. */

@@ -44,9 +44,9 @@ static void test_decode_padded_and_unpadded(void **state)
 {
     (void)state;
     struct buf b = BUF_INIT;
-    const char *ok[][2] = {{"Zg", "f"},         {"Zg==", "f"},     {"Zm8", "fo"},
-                           {"Zm8=", "fo"},      {"Zm9v", "foo"},   {"Zm9vYmFy", "foobar"},
-                           {"", ""},            {"+/8", "\xfb\xff"}};
+    const char *ok[][2] = {{"Zg", "f"},    {"Zg==", "f"},      {"Zm8", "fo"},
+                           {"Zm8=", "fo"}, {"Zm9v", "foo"},    {"Zm9vYmFy", "foobar"},
+                           {"", ""},       {"+/8", "\xfb\xff"}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_int_equal(decode(ok[i][0], &b), 0);
         assert_int_equal(b.len, strlen(ok[i][1]));
@@ -60,10 +60,10 @@ static void test_decode_rejects(void **state)
     (void)state;
     struct buf b = BUF_INIT;
     const char *bad[] = {
-        "Z",     /* one char: no whole byte */
-        "Zg=",   /* wrong padding length */
-        "Zg===", /* too much padding */
-        "Zh",    /* non-zero trailing bits */
+        "Z",                      /* one char: no whole byte */
+        "Zg=",                    /* wrong padding length */
+        "Zg===",                  /* too much padding */
+        "Zh",                     /* non-zero trailing bits */
         "Zm9v\n", "Zm 9v", "-_8", /* URL-safe alphabet */
         "Zm9=v",                  /* padding in the middle */
         "=Zm9",

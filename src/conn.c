@@ -72,6 +72,22 @@ static void submit(struct conn *c, struct buf *b)
 {
     if (b->len == 0)
         return;
+    if (c->inflight == 0) {
+        /* Nothing queued: write directly, and queue only what the socket did not take. */
+        uv_buf_t direct = uv_buf_init(buf_data(b), (unsigned)b->len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &direct, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            log_debug("conn %s: write: %s", c->peer, uv_strerror(n));
+            conn_close(c);
+            return;
+        }
+        if (n > 0) {
+            c->bytes_out += (uint64_t)n;
+            buf_consume(b, (size_t)n);
+            if (b->len == 0)
+                return; /* the memory stays with b for the next response */
+        }
+    }
     struct wreq *wr = malloc(sizeof(*wr));
     if (wr == NULL) {
         conn_close(c);

@@ -338,6 +338,23 @@ void upstream_flush(struct upstream *u)
             u->flags |= UP_F_WANT_WRITABLE;
         return;
     }
+    if (u->inflight == 0) {
+        uv_buf_t direct = uv_buf_init(buf_data(&u->wbuf), (unsigned)u->wbuf.len);
+        int n = uv_try_write((uv_stream_t *)&u->tcp, &direct, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            u->flags |= UP_F_BROKEN;
+            fail(u, CH_EIO, uv_strerror(n));
+            return;
+        }
+        if (n > 0) {
+            buf_consume(&u->wbuf, (size_t)n);
+            if (u->wbuf.len == 0) {
+                if (!(u->flags & (UP_F_PAUSED | UP_F_DONE)))
+                    arm_timer(u);
+                return;
+            }
+        }
+    }
     struct up_wreq *wr = malloc(sizeof(*wr));
     if (wr == NULL) {
         fail(u, CH_ENOMEM, "out of memory");

@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: ISC */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chappe/conn.h"
 #include "chappe/log.h"
@@ -332,7 +333,7 @@ void conn_trim(struct conn *c)
         buf_free(&c->tls.out);
 }
 
-int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h)
+int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h, int fd)
 {
     struct worker *w = l->w;
     c->w = w;
@@ -346,7 +347,11 @@ int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h
     c->timer.data = c;
     c->handles = 2;
     worker_conn_add(w, c);
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) < 0) {
+    int rc = fd >= 0 ? uv_tcp_open(&c->tcp, fd)
+                     : uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
         conn_close(c);
         return 0;
     }

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chappe/conn.h"
 #include "chappe/http.h"
@@ -86,6 +87,7 @@ static void access_log(struct inbound *ib)
                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 (unsigned)(now % 1000), config_listener_type_name(ib->c.l->cfg->type));
     json_field(&b, "peer", (struct slice){ib->c.peer, strlen(ib->c.peer)});
+    buf_appendf(&b, ",\"worker\":%u", ib->c.w->id);
     buf_appendf(&b, ",\"tls\":%s", (ib->c.flags & CONN_F_TLS) ? "true" : "false");
     if ((ib->c.flags & CONN_F_TLS) && ib->c.tls.sni[0])
         json_field(&b, "sni", (struct slice){ib->c.tls.sni, strlen(ib->c.tls.sni)});
@@ -729,13 +731,15 @@ static const struct conn_handler handler = {
     on_open, on_read, on_writable, on_eof, on_timer, on_drain, on_close,
 };
 
-void inbound_accept(struct listener *l)
+void inbound_accept(struct listener *l, int fd)
 {
     struct inbound *ib = calloc(1, sizeof(*ib));
     if (ib == NULL) {
         log_error("out of memory accepting a connection");
+        if (fd >= 0)
+            close(fd);
         return;
     }
     ib->state = IB_IDLE;
-    conn_accept(&ib->c, l, &handler);
+    conn_accept(&ib->c, l, &handler, fd);
 }

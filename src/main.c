@@ -276,6 +276,10 @@ static int cmd_run(int argc, char **argv)
     uv_signal_start(&rt.sighup, on_signal, SIGHUP);
     if (worker_open_listeners(rt.workers, rt.nworkers, cfg) < 0)
         goto out_stop;
+    for (unsigned i = 0; i < rt.nworkers; i++) {
+        rt.workers[i].siblings = rt.workers;
+        rt.workers[i].nsiblings = rt.nworkers;
+    }
     for (; started < rt.nworkers; started++) {
         if (worker_start(&rt.workers[started], m, on_worker_exit) < 0) {
             started++;

@@ -351,6 +351,12 @@ void upstream_flush(struct upstream *u)
             if (u->wbuf.len == 0) {
                 if (!(u->flags & (UP_F_PAUSED | UP_F_DONE)))
                     arm_timer(u);
+                /* Everything went out at once: a producer waiting for room may go on. */
+                if (u->flags & UP_F_WANT_WRITABLE) {
+                    u->flags &= ~UP_F_WANT_WRITABLE;
+                    if (u->h)
+                        u->h->on_writable(u, u->ud);
+                }
                 return;
             }
         }

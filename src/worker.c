@@ -1,6 +1,8 @@
 /* worker.c -- one event loop per core: its listeners, connections, pools, reload and drain. */
 /* SPDX-License-Identifier: ISC */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +81,7 @@ static void list_init(struct link *l)
 
 void worker_conn_add(struct worker *w, struct conn *c)
 {
+    atomic_fetch_add(&w->load, 1);
     c->link.next = w->conns.next;
     c->link.prev = &w->conns;
     w->conns.next->prev = &c->link;
@@ -92,6 +95,85 @@ void worker_conn_remove(struct worker *w, struct conn *c)
     c->link.next->prev = c->link.prev;
     list_init(&c->link);
     w->nconns--;
+    atomic_fetch_sub(&w->load, 1);
+}
+
+static void accept_on(struct listener *l, int fd)
+{
+    switch (l->cfg->type) {
+    case LISTENER_FEDERATION:
+        inbound_accept(l, fd);
+        break;
+    default:
+        if (fd >= 0)
+            close(fd);
+        break;
+    }
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* The sibling with the fewest connections, if this worker is HANDOVER_SLACK ahead of it. */
+#define HANDOVER_SLACK 2
+
+static struct worker *less_loaded(struct worker *w)
+{
+    struct worker *best = w;
+    size_t best_load = atomic_load(&w->load);
+    for (unsigned i = 0; i < w->nsiblings; i++) {
+        struct worker *o = &w->siblings[i];
+        size_t load = atomic_load(&o->load);
+        if (load < best_load) {
+            best = o;
+            best_load = load;
+        }
+    }
+    if (best != w && atomic_load(&w->load) < best_load + HANDOVER_SLACK)
+        return w;
+    return best;
+}
+
+/* Accept here, then queue the socket for worker t, which adopts it in its async callback. */
+static int hand_over(struct listener *l, struct worker *t)
+{
+    uv_tcp_t *tmp = malloc(sizeof(*tmp));
+    if (tmp == NULL)
+        return CH_ENOMEM;
+    uv_tcp_init(&l->w->loop, tmp);
+    int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)tmp);
+    uv_os_fd_t fd = -1;
+    if (rc == 0)
+        rc = uv_fileno((uv_handle_t *)tmp, &fd);
+    int dupfd = rc == 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    uv_close((uv_handle_t *)tmp, free_handle);
+    if (dupfd < 0)
+        return 0; /* the connection is lost either way: not worth more than a debug line */
+    size_t idx = (size_t)(l - l->w->listeners);
+    pthread_mutex_lock(&t->lock);
+    if (!t->open_for_handovers) { /* starting or stopping: keep the connection here */
+        pthread_mutex_unlock(&t->lock);
+        accept_on(l, dupfd);
+        return 0;
+    }
+    if (t->nhandovers == t->caphandovers) {
+        size_t cap = t->caphandovers ? t->caphandovers * 2 : 16;
+        struct handover *n = realloc(t->handovers, cap * sizeof(*n));
+        if (n == NULL) {
+            pthread_mutex_unlock(&t->lock);
+            close(dupfd);
+            return 0;
+        }
+        t->handovers = n;
+        t->caphandovers = cap;
+    }
+    t->handovers[t->nhandovers++] = (struct handover){dupfd, idx};
+    atomic_fetch_add(&t->load, 1);
+    pthread_mutex_unlock(&t->lock);
+    uv_async_send(&t->async);
+    return 0;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -101,13 +183,28 @@ static void on_connection(uv_stream_t *server, int status)
         log_warn("accept on %s: %s", l->addr->text, uv_strerror(status));
         return;
     }
-    switch (l->cfg->type) {
-    case LISTENER_FEDERATION:
-        inbound_accept(l);
-        break;
-    default:
-        break;
+    struct worker *t = less_loaded(l->w);
+    if (t != l->w && hand_over(l, t) == 0)
+        return;
+    accept_on(l, -1);
+}
+
+static void adopt_handovers(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    struct handover *list = w->handovers;
+    size_t n = w->nhandovers;
+    w->handovers = NULL;
+    w->nhandovers = w->caphandovers = 0;
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < n; i++) {
+        atomic_fetch_sub(&w->load, 1);
+        if (w->draining || list[i].listener >= w->nlisteners)
+            close(list[i].fd);
+        else
+            accept_on(&w->listeners[list[i].listener], list[i].fd);
     }
+    free(list);
 }
 
 static void close_noop(uv_handle_t *h)
@@ -121,6 +218,10 @@ static void finish(struct worker *w)
     if (w->stopped)
         return;
     w->stopped = true;
+    pthread_mutex_lock(&w->lock);
+    w->open_for_handovers = false; /* nobody sends to the async handle once it closes */
+    pthread_mutex_unlock(&w->lock);
+    adopt_handovers(w); /* draining: those are closed */
     for (size_t i = 0; i < w->cfg->nhomeservers; i++)
         upstream_pool_close(&w->pools[i]);
     uv_close((uv_handle_t *)&w->async, close_noop);
@@ -177,6 +278,7 @@ static void on_async(uv_async_t *a)
     bool stop = w->pending_stop, force = w->pending_force;
     w->pending_tls = NULL;
     pthread_mutex_unlock(&w->lock);
+    adopt_handovers(w);
     if (m) {
         struct tls_server *s = NULL;
         if (tls_server_new(m, &s) == 0) {
@@ -238,6 +340,9 @@ int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struc
         log_error("worker %u: cannot set up TLS", w->id);
         return CH_ETLS;
     }
+    pthread_mutex_lock(&w->lock);
+    w->open_for_handovers = true;
+    pthread_mutex_unlock(&w->lock);
     if (uv_sem_init(&w->started, 0) < 0)
         return CH_EIO;
     if (pthread_create(&w->thread, NULL, thread_main, w) != 0)
@@ -277,6 +382,9 @@ void worker_join(struct worker *w)
     for (size_t i = 0; i < w->nlisteners; i++)
         if (w->listeners[i].fd >= 0)
             close(w->listeners[i].fd);
+    for (size_t i = 0; i < w->nhandovers; i++)
+        close(w->handovers[i].fd);
+    free(w->handovers);
     free(w->listeners);
     free(w->pools);
     uv_sem_destroy(&w->started);

@@ -69,10 +69,11 @@ struct conn {
 
 /*
  * Accept a connection on listener l into c (embedded in the role's object)
- * and start reading. 0, or a negative code (c is then not to be used; the
- * caller frees it).
+ * and start reading. fd < 0: take it from the listener (uv_accept); fd >= 0:
+ * a socket another worker accepted and handed over (c then owns it). 0, or a negative code (c is
+ * then not to be used; the caller frees it).
  */
-int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h);
+int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h, int fd);
 /* Queue plaintext; call conn_flush (or return to the loop after conn_flush) to send. */
 static inline struct buf *conn_out(struct conn *c)
 {

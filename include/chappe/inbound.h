@@ -6,7 +6,7 @@
 
 #include "chappe/worker.h"
 
-/* Accept one connection on a federation listener. Called by the worker's connection callback. */
-void inbound_accept(struct listener *l);
+/* Accept one connection on a federation listener (fd < 0), or adopt one handed over (fd >= 0). */
+void inbound_accept(struct listener *l, int fd);
 
 #endif

@@ -4,6 +4,7 @@
 #define CHAPPE_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include <uv.h>
@@ -13,6 +14,12 @@
 
 struct conn;
 struct upstream_pool;
+
+/* A connection accepted by one worker for another. */
+struct handover {
+    int fd;
+    size_t listener; /* index into the receiving worker's listeners (same layout everywhere) */
+};
 
 /* One bound socket of a configured listener, opened by the main thread for one worker. */
 struct listener {
@@ -49,6 +56,16 @@ struct worker {
     bool draining;
     bool stopped;                /* every handle is closing: the loop ends */
     char rdbuf[WORKER_READ_BUF]; /* socket reads land here first */
+
+    /* Connection balancing: SO_REUSEPORT spreads connections by hash, which can leave one
+     * loop with far more long-lived connections than another; a loop that is ahead hands
+     * new ones to the least loaded sibling. load = open connections + handovers queued. */
+    struct worker *siblings; /* the array of all workers, set by the main thread */
+    unsigned nsiblings;
+    _Atomic size_t load;
+    bool open_for_handovers;    /* under lock: async initialised and not yet closed */
+    struct handover *handovers; /* under lock: sockets handed to this worker */
+    size_t nhandovers, caphandovers;
 
     /* Set by the main thread under lock, read in the async callback. */
     pthread_mutex_t lock;

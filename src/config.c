@@ -922,7 +922,7 @@ static const struct limit_spec limit_specs[] = {
           5000),
     LIMIT("upstream_timeout", LIMIT_DURATION, upstream_timeout_ms, 1, UINT64_MAX, 60000),
     LIMIT("upstream_idle_timeout", LIMIT_DURATION, upstream_idle_timeout_ms, 1, UINT64_MAX, 30000),
-    LIMIT("upstream_keepalive", LIMIT_INT, upstream_keepalive, 0, 100000, 32),
+    LIMIT("upstream_keepalive", LIMIT_INT, upstream_keepalive, 0, 100000, 128),
     LIMIT("drain_timeout", LIMIT_DURATION, drain_timeout_ms, 1, UINT64_MAX, 30000),
     LIMIT("max_connections", LIMIT_INT, max_connections, 1, 1000000, 10000),
 };

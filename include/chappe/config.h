@@ -63,7 +63,7 @@ struct cfg_limits {
     uint64_t
         upstream_idle_timeout_ms; /* default 30s: pooled keep-alive connection lifetime when idle */
     uint64_t
-        upstream_keepalive; /* default 32: idle upstream connections kept per upstream per worker */
+        upstream_keepalive; /* default 128: idle upstream connections kept per upstream per worker */
     uint64_t drain_timeout_ms; /* default 30s: SIGTERM grace for in-flight requests */
     uint64_t max_connections;  /* default 10000 per worker: further accepts are closed at once */
 };

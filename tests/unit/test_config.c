@@ -250,7 +250,7 @@ static void test_defaults(void **state)
     assert_int_equal(l->upstream_connect_timeout_ms, 5000);
     assert_int_equal(l->upstream_timeout_ms, 60000);
     assert_int_equal(l->upstream_idle_timeout_ms, 30000);
-    assert_int_equal(l->upstream_keepalive, 32);
+    assert_int_equal(l->upstream_keepalive, 128);
     assert_int_equal(l->drain_timeout_ms, 30000);
     assert_int_equal(l->max_connections, 10000);
     config_free(cfg);
@@ -311,7 +311,7 @@ static void test_print_round_trip(void **state)
     assert_non_null(strstr(text, "  max_body_bytes: 12800KiB\n"));
     assert_non_null(strstr(text, "  header_timeout: 10s\n"));
     assert_non_null(strstr(text, "  idle_timeout: 1m\n"));
-    assert_non_null(strstr(text, "  upstream_keepalive: 32\n"));
+    assert_non_null(strstr(text, "  upstream_keepalive: 128\n"));
     assert_null(strstr(text, "signing_key_path"));
     free(text);
     config_free(cfg);

@@ -129,7 +129,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
 
 fuzz:
-	@sh tools/deps.sh fuzz
+	@sh tools/deps.sh core fuzz
 	@$(MAKE) --no-print-directory -j$(JOBS) $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do \
 		name=$$(basename $$f); mkdir -p build/fuzz/corpus/$$name; \
@@ -142,16 +142,19 @@ fuzz:
 FORMAT_FILES = $(SRC) $(HDR) $(UNIT_SRC) $(FUZZ_SRC) $(wildcard tests/unit/*.h)
 
 format:
+	@sh tools/deps.sh lint
 	clang-format -i $(FORMAT_FILES)
 
 lint:
+	@sh tools/deps.sh lint
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 		--inline-suppr --std=c11 -D_GNU_SOURCE -Iinclude -I$(LLHTTP_INC) \
 		--suppress=missingIncludeSystem src
 	clang-tidy --quiet $(SRC) -- $(CPPFLAGS) -std=gnu11
 
-bench: build/chappe certs
-	@sh tools/deps.sh bench
+bench:
+	@sh tools/deps.sh core bench
+	@$(MAKE) --no-print-directory -j$(JOBS) build/chappe certs
 	bash bench/proxy.sh
 
 clean:

@@ -1,19 +1,24 @@
 #!/bin/sh
 # deps.sh -- check chappe's Debian packages; install the missing ones when root.
-# Usage: tools/deps.sh [core|fuzz|bench|all]   (default: core)
+# Usage: tools/deps.sh [core|fuzz|bench|lint|all]...   (default: core)
 set -eu
 core="libuv1-dev libmbedtls-dev liblmdb-dev libsodium-dev libjansson-dev libc-ares-dev
 libyaml-dev node-llhttp libcmocka-dev python3-pytest python3-signedjson python3-nacl
 python3-canonicaljson dnsmasq openssl curl"
 fuzz="clang libclang-rt-14-dev"
 bench="wrk nginx haproxy gnuplot-nox"
-case "${1:-core}" in
-core) want="$core" ;;
-fuzz) want="$fuzz" ;;
-bench) want="$bench" ;;
-all) want="$core $fuzz $bench" ;;
-*) echo "usage: $0 [core|fuzz|bench|all]" >&2; exit 2 ;;
-esac
+lint="cppcheck clang-tidy clang-format"
+want=""
+for group in "${@:-core}"; do
+    case "$group" in
+    core) want="$want $core" ;;
+    fuzz) want="$want $fuzz" ;;
+    bench) want="$want $bench" ;;
+    lint) want="$want $lint" ;;
+    all) want="$want $core $fuzz $bench $lint" ;;
+    *) echo "usage: $0 [core|fuzz|bench|lint|all]..." >&2; exit 2 ;;
+    esac
+done
 missing=""
 for p in $want; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -98,12 +98,78 @@ static void put_printable(struct buf *out, const char *p, size_t n)
     }
 }
 
+static int is_ident(const char *k, size_t n);
+static int put_string(struct buf *out, const char *p, size_t n);
+
+/*
+ * Find the first number beyond int64 (read as a real) and append its path to
+ * path: Jansson refuses such integers while parsing, where no path is known.
+ * Returns 1 when found.
+ */
+static int find_overflow(const json_t *v, struct buf *path, unsigned depth)
+{
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        return d >= 9223372036854775807.0 || d <= -9223372036854775808.0;
+    }
+    if (depth > 4096)
+        return 0;
+    size_t mark = path->len;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            buf_appendf(path, "[%zu]", i);
+            if (find_overflow(json_array_get(v, i), path, depth + 1))
+                return 1;
+            path->len = mark;
+        }
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *m;
+        void *it;
+        json_object_foreach_safe((json_t *)v, it, k, m)
+        {
+            size_t klen = json_object_iter_key_len(json_object_key_to_iter(k));
+            if (is_ident(k, klen)) {
+                buf_append(path, ".", 1);
+                buf_append(path, k, klen);
+            } else {
+                buf_append(path, "[", 1);
+                put_string(path, k, klen);
+                buf_append(path, "]", 1);
+            }
+            if (find_overflow(m, path, depth + 1))
+                return 1;
+            path->len = mark;
+        }
+    }
+    return 0;
+}
+
 int cjson_parse(const char *p, size_t n, json_t **out, struct buf *err)
 {
     json_error_t e;
     /* JSON_DECODE_ANY: any value at the top; trailing non-whitespace is refused by default. */
-    json_t *v = json_loadb(p ? p : "", p ? n : 0,
-                           JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &e);
+    const size_t flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY;
+    json_t *v = json_loadb(p ? p : "", p ? n : 0, flags, &e);
+    if (v == NULL && json_error_code(&e) == json_error_numeric_overflow) {
+        /* An integer beyond int64: name its JSON path, as for any non-canonical value. */
+        json_error_t e2;
+        json_t *r = json_loadb(p, n, flags | JSON_DECODE_INT_AS_REAL, &e2);
+        struct buf path = BUF_INIT;
+        buf_append(&path, "$", 1);
+        if (r != NULL && find_overflow(r, &path, 0)) {
+            buf_append(err, buf_data(&path), path.len);
+            buf_appendf(err,
+                        ": integer outside the canonical range +-(2^53-1) (line %d, column "
+                        "%d)\n",
+                        e.line, e.column);
+            buf_free(&path);
+            json_decref(r);
+            return CH_EINVAL;
+        }
+        buf_free(&path);
+        json_decref(r);
+    }
     if (v == NULL) {
         buf_appendf(err, "line %d, column %d: ", e.line, e.column);
         put_printable(err, e.text, strlen(e.text));

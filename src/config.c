@@ -12,6 +12,8 @@
 
 #include <yaml.h>
 
+#include "chappe/b64.h"
+#include "chappe/cjson.h"
 #include "chappe/config.h"
 #include "chappe/util.h"
 
@@ -963,12 +965,98 @@ static void load_limits(struct ctx *c, struct cfg_limits *l, yaml_node_t *n)
     }
 }
 
+/* Synapse's old_signing_keys: { "ed25519:id": { key: <unpadded base64>, expired_ts: <ms> } }. */
+static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
+{
+    char d[80], where[KEY_CAP], key[KEY_CAP];
+    if (map->type != YAML_MAPPING_NODE) {
+        problem_node(c, map,
+                     "old_signing_keys: expected a mapping of key id to {key, expired_ts}, "
+                     "got %s",
+                     describe(map, d, sizeof(d)));
+        return;
+    }
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    cfg->old_signing_keys = calloc(n ? n : 1, sizeof(*cfg->old_signing_keys));
+    if (cfg->old_signing_keys == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(c, p->key), *v = node_at(c, p->value);
+        if (k == NULL || v == NULL)
+            continue;
+        const char *id = k->type == YAML_SCALAR_NODE ? scalar_text(k) : NULL;
+        bool id_ok = id != NULL && strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' &&
+                     strlen(id) == k->data.scalar.length && strlen(id) < 64;
+        for (size_t i = 8; id_ok && id[i]; i++)
+            id_ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+                    (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
+        if (!id_ok) {
+            problem_node(c, k,
+                         "old_signing_keys: invalid key id %s: expected ed25519:<version>, "
+                         "version of [a-zA-Z0-9_]",
+                         describe(k, d, sizeof(d)));
+            continue;
+        }
+        for (size_t i = 0; i < cfg->nold_signing_keys; i++) {
+            if (strcmp(cfg->old_signing_keys[i].id, id) == 0) {
+                problem_node(c, k, "duplicate key '%s' in old_signing_keys", id);
+                id_ok = false;
+            }
+        }
+        if (!id_ok)
+            continue;
+        snprintf(where, sizeof(where), "old_signing_keys.%s", id);
+        struct field f[] = {{"key", true}, {"expired_ts", true}};
+        if (!walk_map(c, v, where, f, ARRAY_LEN(f)))
+            continue;
+        struct cfg_old_key *ok = &cfg->old_signing_keys[cfg->nold_signing_keys];
+        const char *b64 = f[0].val ? want_string(c, f[0].val, join_key(key, where, "key")) : NULL;
+        uint64_t ts = 0;
+        bool ts_ok = f[1].val && want_uint(c, f[1].val, join_key(key, where, "expired_ts"), 0,
+                                           CJSON_INT_MAX, &ts);
+        if (b64 != NULL) {
+            struct buf raw = BUF_INIT;
+            if (b64_decode(&raw, b64, strlen(b64)) < 0 || raw.len != 32) {
+                problem_node(c, f[0].val,
+                             "%s: expected the unpadded base64 of a 32-byte ed25519 "
+                             "public key, got %s",
+                             join_key(key, where, "key"), describe(f[0].val, d, sizeof(d)));
+                b64 = NULL;
+            }
+            buf_free(&raw);
+        }
+        if (b64 == NULL || !ts_ok)
+            continue;
+        ok->id = copy_str(c, id);
+        ok->key = copy_str(c, b64);
+        ok->expired_ts = ts;
+        cfg->nold_signing_keys++;
+    }
+}
+
 static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
 {
-    enum { F_NAME, F_KEY, F_WORKERS, F_LEVEL, F_ACCESS, F_LISTENERS, F_TLS, F_HS, F_LIMITS };
+    enum {
+        F_NAME,
+        F_KEY,
+        F_OLDKEYS,
+        F_REFRESH,
+        F_WORKERS,
+        F_LEVEL,
+        F_ACCESS,
+        F_LISTENERS,
+        F_TLS,
+        F_HS,
+        F_LIMITS
+    };
     struct field f[] = {
         [F_NAME] = {"server_name", true},
         [F_KEY] = {"signing_key_path"},
+        [F_OLDKEYS] = {"old_signing_keys"},
+        [F_REFRESH] = {"key_refresh_interval"},
         [F_WORKERS] = {"workers"},
         [F_LEVEL] = {"log_level"},
         [F_ACCESS] = {"access_log"},
@@ -999,6 +1087,11 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
     }
     if (f[F_KEY].val && (s = want_string(c, f[F_KEY].val, "signing_key_path")) != NULL)
         cfg->signing_key_path = copy_str(c, s);
+    if (f[F_OLDKEYS].val)
+        load_old_keys(c, cfg, f[F_OLDKEYS].val);
+    cfg->key_refresh_interval_ms = 86400000;
+    if (f[F_REFRESH].val)
+        want_duration(c, f[F_REFRESH].val, "key_refresh_interval", &cfg->key_refresh_interval_ms);
     if (f[F_WORKERS].val && want_uint(c, f[F_WORKERS].val, "workers", 1, 64, &v))
         cfg->workers = (unsigned)v;
     if (f[F_LEVEL].val && (s = want_string(c, f[F_LEVEL].val, "log_level")) != NULL &&
@@ -1253,6 +1346,11 @@ void config_free(struct config *cfg)
     free(cfg->homeservers);
     free(cfg->server_name);
     free(cfg->signing_key_path);
+    for (size_t i = 0; i < cfg->nold_signing_keys; i++) {
+        free(cfg->old_signing_keys[i].id);
+        free(cfg->old_signing_keys[i].key);
+    }
+    free(cfg->old_signing_keys);
     free(cfg->access_log);
     free(cfg->path);
     free(cfg);
@@ -1288,6 +1386,19 @@ void config_print(const struct config *cfg, FILE *f)
     print_kv(f, "", "server_name", cfg->server_name);
     if (cfg->signing_key_path != NULL)
         print_kv(f, "", "signing_key_path", cfg->signing_key_path);
+    if (cfg->nold_signing_keys) {
+        fprintf(f, "old_signing_keys:\n");
+        for (size_t i = 0; i < cfg->nold_signing_keys; i++) {
+            fprintf(f, "  ");
+            print_str(f, cfg->old_signing_keys[i].id);
+            fprintf(f, ":\n");
+            print_kv(f, "    ", "key", cfg->old_signing_keys[i].key);
+            fprintf(f, "    expired_ts: %llu\n",
+                    (unsigned long long)cfg->old_signing_keys[i].expired_ts);
+        }
+    }
+    util_format_duration_ms(cfg->key_refresh_interval_ms, v, sizeof(v));
+    fprintf(f, "key_refresh_interval: %s\n", v);
     fprintf(f, "workers: %u\n", cfg->workers);
     fprintf(f, "log_level: %s\n", log_level_name(cfg->log_level));
     print_kv(f, "", "access_log", cfg->access_log ? cfg->access_log : "-");

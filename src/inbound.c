@@ -9,6 +9,7 @@
 #include "chappe/conn.h"
 #include "chappe/http.h"
 #include "chappe/inbound.h"
+#include "chappe/keys.h"
 #include "chappe/log.h"
 #include "chappe/upstream.h"
 #include "chappe/util.h"
@@ -407,6 +408,61 @@ static int build_upstream_request(struct inbound *ib)
     return buf_append(b, "\r\n", 2);
 }
 
+/* The request is for the relay itself: Host (else SNI) names its server_name. */
+static bool for_relay(struct inbound *ib)
+{
+    const char *own = ib->c.w->cfg->server_name;
+    struct slice own_host = host_name((struct slice){own, strlen(own)});
+    const struct http_field *host = http_msg_field(&ib->hp.msg, "host");
+    if (host)
+        return slice_case_eq(host_name(host->value), own_host);
+    if ((ib->c.flags & CONN_F_TLS) && ib->c.tls.sni[0])
+        return slice_case_eq((struct slice){ib->c.tls.sni, strlen(ib->c.tls.sni)}, own_host);
+    return false;
+}
+
+/* The request path without the query. */
+static struct slice target_path(const struct http_msg *m)
+{
+    const char *q = memchr(m->target.base, '?', m->target.len);
+    return q ? (struct slice){m->target.base, (size_t)(q - m->target.base)} : m->target;
+}
+
+/* GET /_matrix/key/v2/server for the relay's own name (server-server API, "Publishing Keys"). */
+static void reply_key_document(struct inbound *ib)
+{
+    const struct http_msg *m = &ib->hp.msg;
+    if (!slice_eq_str(m->method, "GET") && !ib->is_head) {
+        reply_error(ib, 405, "M_UNRECOGNIZED", ib->has_body,
+                    "method not allowed on /_matrix/key/v2/server");
+        return;
+    }
+    struct buf doc = BUF_INIT, err = BUF_INIT;
+    int rc = keys_server_document(ib->c.w->keys, util_wall_ms(), &doc, &err);
+    if (rc == CH_ENOENT) {
+        reply_error(ib, 404, "M_NOT_FOUND", ib->has_body,
+                    "this relay publishes no key (no signing_key_path configured)");
+    } else if (rc < 0) {
+        log_error("key document: %.*s", (int)err.len, buf_data(&err));
+        reply_error(ib, 500, "M_UNKNOWN", ib->has_body, "cannot build the key document");
+    } else {
+        ib->status = 200;
+        if (ib->has_body || ib->c.w->draining || !m->keep_alive)
+            ib->close_after = true;
+        buf_appendf(conn_out(&ib->c),
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %zu\r\n%s\r\n",
+                    doc.len, ib->close_after ? "Connection: close\r\n" : "");
+        if (!ib->is_head)
+            buf_append(conn_out(&ib->c), buf_data(&doc), doc.len);
+        ib->resp_body_bytes = ib->is_head ? 0 : doc.len;
+        ib->req_done = !ib->has_body;
+        finish_exchange(ib);
+    }
+    buf_free(&doc);
+    buf_free(&err);
+}
+
 /* Sentinel: the request was answered locally; stop parsing. */
 #define HANDLED CH_EPERM
 
@@ -427,6 +483,10 @@ static int req_head(void *ud, struct http_msg *m)
         reply_error(ib, 413, "M_TOO_LARGE", true,
                     "request body of %" PRId64 " bytes is over the limit of %" PRIu64 " bytes",
                     m->content_length, lim->max_body_bytes);
+        return HANDLED;
+    }
+    if (slice_eq_str(target_path(m), "/_matrix/key/v2/server") && for_relay(ib)) {
+        reply_key_document(ib);
         return HANDLED;
     }
     int hs = route(ib);

@@ -9,7 +9,10 @@
 
 #include <uv.h>
 
+#include "chappe/b64.h"
+#include "chappe/cjson.h"
 #include "chappe/config.h"
+#include "chappe/keys.h"
 #include "chappe/log.h"
 #include "chappe/sign.h"
 #include "chappe/tls.h"
@@ -30,6 +33,12 @@ static const char usage_text[] =
     "FILE:LINE:COL\n"
     "  keygen [-o FILE]         make a new ed25519 signing key (Synapse format; 0600, never "
     "overwrites)\n"
+    "  key public --key FILE    print each key's id and unpadded base64 public key\n"
+    "  json canonical           canonical JSON of stdin on stdout (errors name the JSON path)\n"
+    "  json sign --key FILE --server-name NAME\n"
+    "                           sign the JSON object on stdin with the first key of FILE\n"
+    "  json verify --server-name NAME --key-id ID --public-key B64\n"
+    "                           exit 0 when signatures.NAME.ID of stdin verifies, 1 otherwise\n"
     "  --version                print the version\n"
     "  --help                   this text; `chappe <command> --help` for one command\n"
     "\n"
@@ -118,6 +127,226 @@ static int cmd_keygen(int argc, char **argv)
         return 1;
     }
     fprintf(stderr, "chappe keygen: wrote %s (mode 0600)\n", path);
+    return 0;
+}
+
+/* --- json and key tools ----------------------------------------------------------------- */
+
+/* Read all of stdin (at most 64 MiB). 0 or a negative code. */
+static int read_stdin(struct buf *b)
+{
+    for (;;) {
+        if (buf_reserve(b, 65536) < 0)
+            return CH_ENOMEM;
+        ssize_t n = read(STDIN_FILENO, buf_tail(b), buf_avail(b));
+        if (n < 0)
+            return CH_EIO;
+        if (n == 0)
+            return 0;
+        buf_commit(b, (size_t)n);
+        if (b->len > 64u << 20)
+            return CH_ETOOBIG;
+    }
+}
+
+/* Print err (lines) to stderr, each prefixed with the command. */
+static void print_errors(const char *cmd, const struct buf *err)
+{
+    const char *p = buf_data(err), *end = p + err->len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        fprintf(stderr, "chappe %s: %.*s\n", cmd, (int)n, p);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+/* Options of the json and key commands. */
+struct tool_opts {
+    const char *key, *server_name, *key_id, *public_key;
+};
+
+static int parse_tool_opts(int argc, char **argv, struct tool_opts *o)
+{
+    static const struct option longopts[] = {
+        {"key", required_argument, NULL, 'k'},    {"server-name", required_argument, NULL, 's'},
+        {"key-id", required_argument, NULL, 'i'}, {"public-key", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'k':
+            o->key = optarg;
+            break;
+        case 's':
+            o->server_name = optarg;
+            break;
+        case 'i':
+            o->key_id = optarg;
+            break;
+        case 'p':
+            o->public_key = optarg;
+            break;
+        case 'h':
+            return 1;
+        default:
+            return 2;
+        }
+    }
+    return optind == argc ? 0 : 2;
+}
+
+static int json_from_stdin(const char *cmd, json_t **out)
+{
+    struct buf in = BUF_INIT, err = BUF_INIT;
+    int rc = read_stdin(&in);
+    if (rc < 0)
+        fprintf(stderr, "chappe %s: cannot read stdin: %s\n", cmd, util_strerror(rc));
+    else if ((rc = cjson_parse(buf_data(&in), in.len, out, &err)) < 0)
+        print_errors(cmd, &err);
+    buf_free(&in);
+    buf_free(&err);
+    return rc;
+}
+
+static int write_json(const char *cmd, const json_t *v)
+{
+    struct buf out = BUF_INIT, err = BUF_INIT;
+    int rc = cjson_encode(v, &out, &err);
+    if (rc < 0)
+        print_errors(cmd, &err);
+    else if (fwrite(buf_data(&out), 1, out.len, stdout) != out.len || fflush(stdout) != 0)
+        rc = CH_EIO;
+    buf_free(&out);
+    buf_free(&err);
+    return rc;
+}
+
+static int load_key_file(const char *cmd, const char *path, struct sign_key **keys, size_t *n)
+{
+    struct buf err = BUF_INIT;
+    int rc = sign_load_keys(path, keys, n, &err);
+    if (rc == 0 && *n == 0) {
+        buf_appendf(&err, "%s: no key in the file", path);
+        sign_keys_free(*keys, *n);
+        rc = CH_EINVAL;
+    }
+    if (rc < 0)
+        print_errors(cmd, &err);
+    buf_free(&err);
+    return rc;
+}
+
+static int json_sign(const struct tool_opts *o)
+{
+    if (o->key == NULL || o->server_name == NULL) {
+        fprintf(stderr, "chappe json sign: --key FILE and --server-name NAME are required\n");
+        return 2;
+    }
+    struct sign_key *keys = NULL;
+    size_t n = 0;
+    if (load_key_file("json sign", o->key, &keys, &n) < 0)
+        return 1;
+    int status = 1;
+    json_t *v = NULL;
+    struct buf err = BUF_INIT;
+    if (json_from_stdin("json sign", &v) == 0) {
+        if (sign_json(v, o->server_name, &keys[0], &err) < 0)
+            print_errors("json sign", &err);
+        else if (write_json("json sign", v) == 0)
+            status = 0;
+    }
+    json_decref(v);
+    buf_free(&err);
+    sign_keys_free(keys, n);
+    return status;
+}
+
+static int json_verify(const struct tool_opts *o)
+{
+    if (o->server_name == NULL || o->key_id == NULL || o->public_key == NULL) {
+        fprintf(stderr, "chappe json verify: --server-name, --key-id and --public-key are "
+                        "required\n");
+        return 2;
+    }
+    struct buf pk = BUF_INIT, err = BUF_INIT;
+    json_t *v = NULL;
+    int status = 1;
+    if (b64_decode(&pk, o->public_key, strlen(o->public_key)) < 0 ||
+        pk.len != crypto_sign_PUBLICKEYBYTES) {
+        fprintf(stderr, "chappe json verify: --public-key: not the base64 of a 32-byte ed25519 "
+                        "key\n");
+        status = 2;
+    } else if (json_from_stdin("json verify", &v) == 0) {
+        if (sign_verify_json(v, o->server_name, o->key_id, (const unsigned char *)buf_data(&pk),
+                             &err) == 0) {
+            fprintf(stderr, "chappe json verify: signature %s of %s verifies\n", o->key_id,
+                    o->server_name);
+            status = 0;
+        } else {
+            print_errors("json verify", &err);
+        }
+    }
+    json_decref(v);
+    buf_free(&pk);
+    buf_free(&err);
+    return status;
+}
+
+static int cmd_json(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr, 2);
+    const char *sub = argv[1];
+    struct tool_opts o = {0};
+    int po = parse_tool_opts(argc - 1, argv + 1, &o);
+    if (po)
+        return po == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    if (strcmp(sub, "canonical") == 0) {
+        json_t *v = NULL;
+        int rc = json_from_stdin("json canonical", &v);
+        if (rc == 0)
+            rc = write_json("json canonical", v);
+        json_decref(v);
+        return rc == 0 ? 0 : 1;
+    }
+    if (strcmp(sub, "sign") == 0)
+        return json_sign(&o);
+    if (strcmp(sub, "verify") == 0)
+        return json_verify(&o);
+    fprintf(stderr, "chappe json: unknown subcommand '%s' (canonical, sign, verify)\n", sub);
+    return 2;
+}
+
+static int cmd_key(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "public") != 0) {
+        fprintf(stderr, "chappe key: expected 'public --key FILE'\n");
+        return 2;
+    }
+    struct tool_opts o = {0};
+    int po = parse_tool_opts(argc - 1, argv + 1, &o);
+    if (po)
+        return po == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    if (o.key == NULL) {
+        fprintf(stderr, "chappe key public: --key FILE is required\n");
+        return 2;
+    }
+    struct sign_key *keys = NULL;
+    size_t n = 0;
+    if (load_key_file("key public", o.key, &keys, &n) < 0)
+        return 1;
+    struct buf out = BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        buf_appendf(&out, "%s ", keys[i].id);
+        sign_public_b64(&keys[i], &out);
+        buf_append(&out, "\n", 1);
+    }
+    fwrite(buf_data(&out), 1, out.len, stdout);
+    buf_free(&out);
+    sign_keys_free(keys, n);
     return 0;
 }
 
@@ -241,6 +470,7 @@ static int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int status = 1;
     struct tls_material *m = NULL;
+    struct keys_own keys = {0};
     unsigned started = 0;
     if (log_access_open(cfg->access_log) < 0) {
         log_error("cannot open access_log %s", cfg->access_log);
@@ -255,6 +485,16 @@ static int cmd_run(int argc, char **argv)
         if (tls_material_load(cfg, &m, &err) < 0) {
             fwrite(buf_data(&err), 1, err.len, stderr);
             log_error("%s: TLS certificates could not be loaded", path);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+    }
+    {
+        struct buf err = BUF_INIT;
+        if (keys_own_load(cfg, &keys, &err) < 0) {
+            fwrite(buf_data(&err), 1, err.len, stderr);
+            log_error("%s: the signing key could not be loaded", path);
             buf_free(&err);
             goto out_tls;
         }
@@ -277,6 +517,7 @@ static int cmd_run(int argc, char **argv)
     if (worker_open_listeners(rt.workers, rt.nworkers, cfg) < 0)
         goto out_stop;
     for (unsigned i = 0; i < rt.nworkers; i++) {
+        rt.workers[i].keys = &keys;
         rt.workers[i].siblings = rt.workers;
         rt.workers[i].nsiblings = rt.nworkers;
     }
@@ -314,6 +555,7 @@ out_join:
     if (status == 0)
         log_info("stopped");
 out_tls:
+    keys_own_free(&keys);
     if (m)
         tls_material_unref(m);
     tls_global_free();
@@ -341,6 +583,10 @@ int main(int argc, char **argv)
         return cmd_check_config(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0)
         return cmd_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "json") == 0)
+        return cmd_json(argc - 1, argv + 1);
+    if (strcmp(cmd, "key") == 0)
+        return cmd_key(argc - 1, argv + 1);
     fprintf(stderr, "chappe: unknown command '%s'\n", cmd);
     return usage(stderr, 2);
 }

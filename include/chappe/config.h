@@ -50,6 +50,13 @@ struct cfg_homeserver {
     char *egress_secret_path; /* optional (egress issue) */
 };
 
+/* A key the relay signed with before (Synapse's old_signing_keys): published, never used. */
+struct cfg_old_key {
+    char *id;            /* "ed25519:<version>" */
+    char *key;           /* unpadded base64 public key, 32 bytes decoded */
+    uint64_t expired_ts; /* ms since the epoch */
+};
+
 struct cfg_limits {
     uint64_t max_header_bytes;            /* default 16KiB: request/response head, else 431 / 502 */
     uint64_t max_body_bytes;              /* default 13107200 (12.5 MiB): request body, else 413 */
@@ -62,16 +69,19 @@ struct cfg_limits {
                                      response, then 504 */
     uint64_t
         upstream_idle_timeout_ms; /* default 30s: pooled keep-alive connection lifetime when idle */
-    uint64_t
-        upstream_keepalive; /* default 128: idle upstream connections kept per upstream per worker */
-    uint64_t drain_timeout_ms; /* default 30s: SIGTERM grace for in-flight requests */
-    uint64_t max_connections;  /* default 10000 per worker: further accepts are closed at once */
+    uint64_t upstream_keepalive;  /* default 128: idle upstream connections kept per upstream per
+                                     worker */
+    uint64_t drain_timeout_ms;    /* default 30s: SIGTERM grace for in-flight requests */
+    uint64_t max_connections;     /* default 10000 per worker: further accepts are closed at once */
 };
 
 struct config {
     char *path;             /* the file this was loaded from */
     char *server_name;      /* required: the relay's own Matrix server name */
-    char *signing_key_path; /* optional until the signing issue; `make run` creates it */
+    char *signing_key_path; /* the relay's key (Synapse format); without it no key server */
+    struct cfg_old_key *old_signing_keys;
+    size_t nold_signing_keys;
+    uint64_t key_refresh_interval_ms; /* default 1d: valid_until_ts = now + this */
     struct cfg_listener *listeners;
     size_t nlisteners;
     struct {

@@ -13,6 +13,7 @@
 #include "chappe/tls.h"
 
 struct conn;
+struct keys_own;
 struct upstream_pool;
 
 /* A connection accepted by one worker for another. */
@@ -43,8 +44,9 @@ struct worker {
     uv_loop_t loop;
     uv_async_t async; /* messages from the main thread */
     uv_timer_t drain_timer;
-    const struct config *cfg; /* immutable while the worker runs */
-    struct tls_server *tls;   /* current server context; connections hold their own reference */
+    const struct config *cfg;    /* immutable while the worker runs */
+    const struct keys_own *keys; /* the relay's signing keys, read-only */
+    struct tls_server *tls;      /* current server context; connections hold their own reference */
     struct listener *listeners;
     size_t nlisteners;
     struct link conns; /* every open client connection */

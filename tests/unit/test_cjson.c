@@ -184,9 +184,9 @@ static void test_integer_range(void **state)
               "$.a[1]: integer -9007199254740992 is outside the canonical range +-(2^53-1)\n");
     CHECK_ERR("[9223372036854775807]",
               "$[0]: integer 9223372036854775807 is outside the canonical range +-(2^53-1)\n");
-    /* Beyond int64 Jansson refuses at parse. */
+    /* Beyond int64 Jansson refuses at parse; the path is found on a second reading. */
     CHECK_ERR("99999999999999999999",
-              "line 1, column 20: too big integer near '99999999999999999999'\n");
+              "$: integer outside the canonical range +-(2^53-1) (line 1, column 20)\n");
 }
 
 /* "Float values are not permitted by this encoding", not even integral ones. */
@@ -592,15 +592,36 @@ static void test_cross_canonicaljson(void **state)
     buf_free(&text);
 }
 
+/* Integers beyond int64 fail inside Jansson's parser; the error still names their JSON path. */
+static void test_int64_overflow_path(void **state)
+{
+    (void)state;
+    CHECK_ERR("{\"n\":[9223372036854775808]}",
+              "$.n[0]: integer outside the canonical range +-(2^53-1) (line 1, column 25)\n");
+    CHECK_ERR("{\"a b\":{\"x\":[1,-99999999999999999999]}}",
+              "$[\"a b\"].x[1]: integer outside the canonical range +-(2^53-1) (line 1, column "
+              "36)\n");
+    /* INT64_MIN itself parses, and the encoder names it. */
+    CHECK_ERR("[-9223372036854775808]",
+              "$[0]: integer -9223372036854775808 is outside the canonical range +-(2^53-1)\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spec_examples),       cmocka_unit_test(test_scalars_and_empty),
-        cmocka_unit_test(test_control_characters),  cmocka_unit_test(test_unicode_raw),
-        cmocka_unit_test(test_key_order),           cmocka_unit_test(test_integer_range),
-        cmocka_unit_test(test_floats_rejected),     cmocka_unit_test(test_error_paths),
-        cmocka_unit_test(test_parse_errors),        cmocka_unit_test(test_nul),
-        cmocka_unit_test(test_encode_built_values), cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_int64_overflow_path),
+        cmocka_unit_test(test_spec_examples),
+        cmocka_unit_test(test_scalars_and_empty),
+        cmocka_unit_test(test_control_characters),
+        cmocka_unit_test(test_unicode_raw),
+        cmocka_unit_test(test_key_order),
+        cmocka_unit_test(test_integer_range),
+        cmocka_unit_test(test_floats_rejected),
+        cmocka_unit_test(test_error_paths),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_nul),
+        cmocka_unit_test(test_encode_built_values),
+        cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_cross_canonicaljson),
     };
     return cmocka_run_group_tests_name("cjson", tests, NULL, NULL);

@@ -898,6 +898,43 @@ static void test_tls_requires_certificates(void **state)
     config_free(cfg);
 }
 
+/* Synapse's old_signing_keys and the key document's refresh interval. */
+static void test_old_signing_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(MINIMAL "key_refresh_interval: 2h\n"
+                                         "old_signing_keys:\n"
+                                         "  \"ed25519:old_1\":\n"
+                                         "    key: l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ\n"
+                                         "    expired_ts: 1576767829750\n");
+    assert_int_equal(cfg->key_refresh_interval_ms, 2 * 3600 * 1000);
+    assert_int_equal(cfg->nold_signing_keys, 1);
+    assert_string_equal(cfg->old_signing_keys[0].id, "ed25519:old_1");
+    assert_string_equal(cfg->old_signing_keys[0].key,
+                        "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ");
+    assert_int_equal(cfg->old_signing_keys[0].expired_ts, 1576767829750ULL);
+    config_free(cfg);
+    cfg = load_ok(MINIMAL);
+    assert_int_equal(cfg->key_refresh_interval_ms, 86400000);
+    assert_int_equal(cfg->nold_signing_keys, 0);
+    config_free(cfg);
+
+    expect_errors(MINIMAL "old_signing_keys:\n  rsa:1: {key: AAAA, expired_ts: 1}\n",
+                  "11:3: old_signing_keys: invalid key id 'rsa:1': expected ed25519:<version>, "
+                  "version of [a-zA-Z0-9_]\n");
+    expect_errors(MINIMAL "old_signing_keys:\n  \"ed25519:a\": {key: AAAA, expired_ts: 1}\n",
+                  "11:22: old_signing_keys.ed25519:a.key: expected the unpadded base64 of a "
+                  "32-byte ed25519 public key, got 'AAAA'\n");
+    expect_errors(MINIMAL "old_signing_keys:\n  \"ed25519:a\": {key: "
+                          "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ}\n",
+                  "11:16: missing required key 'expired_ts' in old_signing_keys.ed25519:a\n");
+    expect_errors(MINIMAL "key_refresh_interval: 0s\n",
+                  "10:23: key_refresh_interval: must be greater than 0\n");
+    expect_errors(MINIMAL "old_signing_keys: [a]\n",
+                  "10:19: old_signing_keys: expected a mapping of key id to {key, expired_ts}, "
+                  "got a sequence\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -920,6 +957,7 @@ int main(void)
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_server_names),
         cmocka_unit_test(test_tls_requires_certificates),
+        cmocka_unit_test(test_old_signing_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* sign.h -- ed25519 signing keys in Synapse's file format, and signed JSON (Matrix appendices, "Signing JSON"). */
+/* sign.h -- ed25519 signing keys in Synapse's file format, and signed JSON (Matrix appendices,
+ * "Signing JSON"). */
 /* SPDX-License-Identifier: ISC */
 #ifndef CHAPPE_SIGN_H
 #define CHAPPE_SIGN_H
@@ -12,7 +13,7 @@
 
 /* One ed25519 signing key. Wipe with sign_keys_free. */
 struct sign_key {
-    char id[64];      /* "ed25519:<version>", version [a-zA-Z0-9_]+ */
+    char id[64]; /* "ed25519:<version>", version [a-zA-Z0-9_]+ */
     unsigned char pk[crypto_sign_PUBLICKEYBYTES];
     unsigned char sk[crypto_sign_SECRETKEYBYTES];
 };

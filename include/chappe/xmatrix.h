@@ -1,4 +1,5 @@
-/* xmatrix.h -- the X-Matrix Authorization scheme (Matrix server-server API, "Request Authentication"). */
+/* xmatrix.h -- the X-Matrix Authorization scheme (Matrix server-server API, "Request
+ * Authentication"). */
 /* SPDX-License-Identifier: ISC */
 #ifndef CHAPPE_XMATRIX_H
 #define CHAPPE_XMATRIX_H

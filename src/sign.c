@@ -12,6 +12,7 @@
 #include "chappe/b64.h"
 #include "chappe/cjson.h"
 #include "chappe/sign.h"
+#include "chappe/xmatrix.h"
 #include "chappe/util.h"
 
 /* A key file holds a few lines; anything larger is not one. */
@@ -460,5 +461,41 @@ int sign_verify_json(const json_t *obj, const char *server_name, const char *key
 out:
     buf_free(&sig);
     buf_free(&msg);
+    return rc;
+}
+
+int sign_request(struct buf *out, const struct sign_key *key, const char *method, const char *uri,
+                 const char *origin, const char *destination, const json_t *content,
+                 struct buf *err)
+{
+    json_t *obj = xmatrix_request_object(method, uri, origin, destination, content);
+    if (obj == NULL) {
+        buf_append_str(err, "cannot build the request object (invalid method, uri or origin)\n");
+        return CH_EINVAL;
+    }
+    int rc = sign_json(obj, origin, key, err);
+    if (rc == 0) {
+        const char *sig = json_string_value(
+            json_object_get(json_object_get(json_object_get(obj, "signatures"), origin), key->id));
+        rc = sig ? xmatrix_build(out, origin, destination, key->id, sig) : CH_EINVAL;
+    }
+    json_decref(obj);
+    return rc;
+}
+
+int sign_verify_request(const struct xmatrix *x, const char *method, const char *uri,
+                        const char *destination, const json_t *content,
+                        const unsigned char pk[crypto_sign_PUBLICKEYBYTES], struct buf *err)
+{
+    json_t *obj = xmatrix_request_object(method, uri, x->origin, destination, content);
+    if (obj == NULL) {
+        buf_append_str(err, "cannot build the request object\n");
+        return CH_EINVAL;
+    }
+    int rc = CH_ENOMEM;
+    json_t *sigs = json_pack("{s:{s:s}}", x->origin, x->key, x->sig);
+    if (sigs != NULL && json_object_set_new(obj, "signatures", sigs) == 0)
+        rc = sign_verify_json(obj, x->origin, x->key, pk, err);
+    json_decref(obj);
     return rc;
 }

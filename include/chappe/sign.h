@@ -64,4 +64,25 @@ int sign_json(json_t *obj, const char *server_name, const struct sign_key *key, 
 int sign_verify_json(const json_t *obj, const char *server_name, const char *key_id,
                      const unsigned char pk[crypto_sign_PUBLICKEYBYTES], struct buf *err);
 
+struct xmatrix;
+
+/*
+ * Sign a federation request (server-server API, "Request Authentication") as
+ * origin with key: append the Authorization value "X-Matrix origin=...,key=...,
+ * sig=...,destination=..." to out. uri is the path and query as sent; content
+ * is the parsed body or NULL. 0 or a negative code with err.
+ */
+int sign_request(struct buf *out, const struct sign_key *key, const char *method, const char *uri,
+                 const char *origin, const char *destination, const json_t *content,
+                 struct buf *err);
+/*
+ * Verify the X-Matrix header x of a received request with the origin's public
+ * key pk. destination is the receiver's own server name: it is what the
+ * signature must cover, whatever the header says (as Synapse does; the caller
+ * checks x->destination against it). Returns as sign_verify_json.
+ */
+int sign_verify_request(const struct xmatrix *x, const char *method, const char *uri,
+                        const char *destination, const json_t *content,
+                        const unsigned char pk[crypto_sign_PUBLICKEYBYTES], struct buf *err);
+
 #endif

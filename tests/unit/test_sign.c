@@ -17,6 +17,7 @@
 #include "chappe/cjson.h"
 #include "chappe/sign.h"
 #include "chappe/util.h"
+#include "chappe/xmatrix.h"
 
 #define PY "/usr/bin/python3"
 
@@ -695,9 +696,107 @@ static void test_keygen_file_loads_in_signedjson(void **state)
     rmdir(dir);
 }
 
+/* The spec vector key (appendices, "Cryptographic test vectors"). */
+static struct sign_key *vector_key(size_t *n)
+{
+    static const char line[] = "ed25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n";
+    struct sign_key *keys = NULL;
+    struct buf err = BUF_INIT;
+    assert_int_equal(sign_parse_keys(line, sizeof(line) - 1, &keys, n, &err), 0);
+    buf_free(&err);
+    return keys;
+}
+
+/* A request signed by chappe parses and verifies; any change to what it covers does not. */
+static void test_request_roundtrip(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    struct sign_key *key = vector_key(&n);
+    json_t *content = json_pack("{s:[{s:s}],s:[]}", "pdus", "type", "m.room.message", "edus");
+    struct buf hdr = BUF_INIT, err = BUF_INIT;
+    assert_int_equal(sign_request(&hdr, key, "PUT", "/_matrix/federation/v1/send/1?x=%20",
+                                  "origin.example", "dest.example", content, &err),
+                     0);
+    struct xmatrix x;
+    const char *why = NULL;
+    assert_int_equal(xmatrix_parse(buf_data(&hdr), hdr.len, &x, &why), 0);
+    assert_string_equal(x.origin, "origin.example");
+    assert_string_equal(x.destination, "dest.example");
+    assert_string_equal(x.key, "ed25519:1");
+    assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/1?x=%20",
+                                         "dest.example", content, key[0].pk, &err),
+                     0);
+    /* Method, uri, destination, content: each is covered. */
+    assert_int_equal(sign_verify_request(&x, "POST", "/_matrix/federation/v1/send/1?x=%20",
+                                         "dest.example", content, key[0].pk, &err),
+                     CH_EPERM);
+    assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/1?x=+",
+                                         "dest.example", content, key[0].pk, &err),
+                     CH_EPERM);
+    assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/1?x=%20",
+                                         "other.example", content, key[0].pk, &err),
+                     CH_EPERM);
+    assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/1?x=%20",
+                                         "dest.example", NULL, key[0].pk, &err),
+                     CH_EPERM);
+    json_decref(content);
+    buf_free(&hdr);
+    buf_free(&err);
+    sign_keys_free(key, n);
+}
+
+/* A header built the way Synapse builds it (signedjson over the request object) verifies. */
+static void test_request_signed_by_signedjson(void **state)
+{
+    (void)state;
+    if (!have_signedjson())
+        fail_msg("/usr/bin/python3 cannot import signedjson: install python3-signedjson "
+                 "(make deps)");
+    FILE *p =
+        popen("/usr/bin/python3 -c '"
+              "import signedjson.key as k, signedjson.sign as s\n"
+              "key = k.decode_signing_key_base64(\"ed25519\", \"1\", "
+              "\"YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\")\n"
+              "req = {\"method\": \"PUT\", \"uri\": \"/_matrix/federation/v1/send/42\", "
+              "\"origin\": \"o.example:8448\", \"destination\": \"d.example\", "
+              "\"content\": {\"pdus\": [], \"edus\": [{\"edu_type\": \"m.typing\"}]}}\n"
+              "sig = s.sign_json(req, \"o.example:8448\", key)[\"signatures\"][\"o.example:8448\"]"
+              "[\"ed25519:1\"]\n"
+              "print(\"X-Matrix origin=\\\"o.example:8448\\\",key=\\\"ed25519:1\\\",sig=\\\"%s\\\","
+              "destination=\\\"d.example\\\"\" % sig, end=\"\")'",
+              "r");
+    assert_non_null(p);
+    char hdr[512];
+    size_t len = fread(hdr, 1, sizeof(hdr) - 1, p);
+    assert_int_equal(pclose(p), 0);
+    hdr[len] = '\0';
+    struct xmatrix x;
+    const char *why = NULL;
+    if (xmatrix_parse(hdr, len, &x, &why) != 0)
+        fail_msg("%s: %s", hdr, why ? why : "?");
+    size_t n = 0;
+    struct sign_key *key = vector_key(&n);
+    json_t *content = json_pack("{s:[],s:[{s:s}]}", "pdus", "edus", "edu_type", "m.typing");
+    struct buf err = BUF_INIT;
+    assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/42", "d.example",
+                                         content, key[0].pk, &err),
+                     0);
+    /* A single flipped byte in the signature is refused. */
+    x.sig[5] = x.sig[5] == 'A' ? 'B' : 'A';
+    assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/42", "d.example",
+                                         content, key[0].pk, &err),
+                     CH_EPERM);
+    json_decref(content);
+    buf_free(&err);
+    sign_keys_free(key, n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_roundtrip),
+        cmocka_unit_test(test_request_signed_by_signedjson),
         cmocka_unit_test(test_keygen_format),
         cmocka_unit_test(test_keygen_file_mode_and_no_overwrite),
         cmocka_unit_test(test_parse_spec_seed),

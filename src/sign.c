@@ -499,3 +499,65 @@ int sign_verify_request(const struct xmatrix *x, const char *method, const char 
     json_decref(obj);
     return rc;
 }
+
+/* Printable ASCII: such a string is valid UTF-8 as it is (anything else takes the general path). */
+static bool ascii_ok(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            return false;
+    return true;
+}
+
+/* {"content":BODY,"destination":...,"method":...,"origin":...,"uri":...}: keys in code-point order.
+ */
+static int request_bytes(struct buf *b, const struct xmatrix *x, const char *method,
+                         const char *uri, const char *destination, const char *body, size_t n)
+{
+    int rc = buf_append_str(b, "{\"content\":");
+    rc = rc ? rc : buf_append(b, body, n);
+    if (destination) {
+        rc = rc ? rc : buf_append_str(b, ",\"destination\":");
+        rc = rc ? rc : cjson_append_string(b, destination, strlen(destination));
+    }
+    rc = rc ? rc : buf_append_str(b, ",\"method\":");
+    rc = rc ? rc : cjson_append_string(b, method, strlen(method));
+    rc = rc ? rc : buf_append_str(b, ",\"origin\":");
+    rc = rc ? rc : cjson_append_string(b, x->origin, strlen(x->origin));
+    rc = rc ? rc : buf_append_str(b, ",\"uri\":");
+    rc = rc ? rc : cjson_append_string(b, uri, strlen(uri));
+    return rc ? rc : buf_append(b, "}", 1);
+}
+
+int sign_verify_request_body(const struct xmatrix *x, const char *method, const char *uri,
+                             const char *destination, const char *body, size_t n,
+                             const unsigned char pk[crypto_sign_PUBLICKEYBYTES], struct buf *err)
+{
+    if (n == 0)
+        return sign_verify_request(x, method, uri, destination, NULL, pk, err);
+    if (!cjson_is_canonical(body, n) || !ascii_ok(method) || !ascii_ok(uri) ||
+        !ascii_ok(x->origin) || (destination && !ascii_ok(destination))) {
+        json_t *content = NULL;
+        int rc = cjson_parse(body, n, &content, err);
+        if (rc == 0)
+            rc = sign_verify_request(x, method, uri, destination, content, pk, err);
+        json_decref(content);
+        return rc;
+    }
+    struct buf sig = BUF_INIT, msg = BUF_INIT;
+    int rc = b64_decode(&sig, x->sig, strlen(x->sig));
+    if (rc < 0 || sig.len != crypto_sign_BYTES) {
+        buf_appendf(err, "signature %s of %s is not base64 of %d bytes\n", x->key, x->origin,
+                    crypto_sign_BYTES);
+        rc = CH_EINVAL;
+    } else if ((rc = request_bytes(&msg, x, method, uri, destination, body, n)) == 0) {
+        if (crypto_sign_verify_detached((const unsigned char *)buf_data(&sig),
+                                        (const unsigned char *)buf_data(&msg), msg.len, pk) != 0) {
+            buf_appendf(err, "signature %s of %s does not verify\n", x->key, x->origin);
+            rc = CH_EPERM;
+        }
+    }
+    buf_free(&sig);
+    buf_free(&msg);
+    return rc;
+}

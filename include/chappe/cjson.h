@@ -4,6 +4,7 @@
 #ifndef CHAPPE_CJSON_H
 #define CHAPPE_CJSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -31,6 +32,16 @@ int cjson_parse(const char *p, size_t n, json_t **out, struct buf *err);
  * out holds exactly what it held before on failure.
  */
 int cjson_encode(const json_t *v, struct buf *out, struct buf *err);
+/*
+ * True when p[0..n) is already exactly the canonical encoding of a JSON value,
+ * so that cjson_canonicalize() would give back the same bytes. One pass, no
+ * allocation: the fast path for bodies Synapse sends (it encodes them
+ * canonically). Conservative: false for anything it does not handle (keys over
+ * 128 bytes, nesting over 64 levels, U+0000 in keys) -- callers then parse.
+ */
+bool cjson_is_canonical(const char *p, size_t n);
+/* Append s as a canonical JSON string (quotes included); s must be valid UTF-8. */
+int cjson_append_string(struct buf *out, const char *s, size_t n);
 /* Parse then encode: 0 or CH_EINVAL with err as above. */
 int cjson_canonicalize(const char *p, size_t n, struct buf *out, struct buf *err);
 

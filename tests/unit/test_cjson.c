@@ -606,22 +606,72 @@ static void test_int64_overflow_path(void **state)
               "$[0]: integer -9223372036854775808 is outside the canonical range +-(2^53-1)\n");
 }
 
+/* The fast path agrees with the encoder: yes exactly for canonical bytes, conservative no. */
+static void test_is_canonical(void **state)
+{
+    (void)state;
+    static const char *yes[] = {
+        "{}",
+        "[]",
+        "0",
+        "-1",
+        "9007199254740991",
+        "-9007199254740991",
+        "\"a\\u001f\\n\"",
+        "{\"a\":1,\"b\":[true,false,null]}",
+        "{\"\":1,\"a\":{}}",
+        "\"\\\\\\\"\"",
+        "{\"a\\u0001\":2,\"a\\n\":1}",
+        "{\"\xef\xac\x81\":1,\"\xf0\x9f\x98\x80\":2}",
+        "\"\x7f\xe2\x80\xa8\"",
+    };
+    static const char *no[] = {
+        "{ }",
+        "01",
+        "-0",
+        "1.0",
+        "1e2",
+        "9007199254740992",
+        "\"\\u000a\"",
+        "\"\\/\"",
+        "{\"b\":1,\"a\":2}",
+        "{\"a\":1,\"a\":2}",
+        "\"\\u001F\"",
+        "[1,]",
+        "{\"\\u0000\":1}",
+        "tru",
+        "\"\x01\"",
+        "",
+        "[1] ",
+        "\"\xc0\x80\"",
+        "\"\xed\xa0\x80\"",
+        "\"\\u0020\"",
+        "{\"\xf0\x9f\x98\x80\":2,\"\xef\xac\x81\":1}",
+    };
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (!cjson_is_canonical(yes[i], strlen(yes[i])))
+            fail_msg("not recognised as canonical: %s", yes[i]);
+        struct buf out = BUF_INIT, err = BUF_INIT;
+        assert_int_equal(cjson_canonicalize(yes[i], strlen(yes[i]), &out, &err), 0);
+        assert_buf_is(&out, yes[i]);
+        buf_free(&out);
+        buf_free(&err);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (cjson_is_canonical(no[i], strlen(no[i])))
+            fail_msg("wrongly taken as canonical: %s", no[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_int64_overflow_path),
-        cmocka_unit_test(test_spec_examples),
-        cmocka_unit_test(test_scalars_and_empty),
-        cmocka_unit_test(test_control_characters),
-        cmocka_unit_test(test_unicode_raw),
-        cmocka_unit_test(test_key_order),
-        cmocka_unit_test(test_integer_range),
-        cmocka_unit_test(test_floats_rejected),
-        cmocka_unit_test(test_error_paths),
-        cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_nul),
-        cmocka_unit_test(test_encode_built_values),
-        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_int64_overflow_path), cmocka_unit_test(test_is_canonical),
+        cmocka_unit_test(test_spec_examples),       cmocka_unit_test(test_scalars_and_empty),
+        cmocka_unit_test(test_control_characters),  cmocka_unit_test(test_unicode_raw),
+        cmocka_unit_test(test_key_order),           cmocka_unit_test(test_integer_range),
+        cmocka_unit_test(test_floats_rejected),     cmocka_unit_test(test_error_paths),
+        cmocka_unit_test(test_parse_errors),        cmocka_unit_test(test_nul),
+        cmocka_unit_test(test_encode_built_values), cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_cross_canonicaljson),
     };
     return cmocka_run_group_tests_name("cjson", tests, NULL, NULL);

@@ -782,8 +782,35 @@ static void test_request_signed_by_signedjson(void **state)
     assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/42", "d.example",
                                          content, key[0].pk, &err),
                      0);
-    /* A single flipped byte in the signature is refused. */
+    /* The same from the raw body: the canonical fast path, and a non-canonical spelling. */
+    static const char canon[] = "{\"edus\":[{\"edu_type\":\"m.typing\"}],\"pdus\":[]}";
+    static const char loose[] = "{ \"pdus\": [], \"edus\": [ {\"edu_type\": \"m.typing\"} ] }";
+    assert_int_equal(sign_verify_request_body(&x, "PUT", "/_matrix/federation/v1/send/42",
+                                              "d.example", canon, sizeof(canon) - 1, key[0].pk,
+                                              &err),
+                     0);
+    assert_int_equal(sign_verify_request_body(&x, "PUT", "/_matrix/federation/v1/send/42",
+                                              "d.example", loose, sizeof(loose) - 1, key[0].pk,
+                                              &err),
+                     0);
+    static const char other[] = "{\"edus\":[{\"edu_type\":\"m.typinG\"}],\"pdus\":[]}";
+    assert_int_equal(sign_verify_request_body(&x, "PUT", "/_matrix/federation/v1/send/42",
+                                              "d.example", other, sizeof(other) - 1, key[0].pk,
+                                              &err),
+                     CH_EPERM);
+    assert_int_equal(sign_verify_request_body(&x, "PUT", "/_matrix/federation/v1/send/43",
+                                              "d.example", canon, sizeof(canon) - 1, key[0].pk,
+                                              &err),
+                     CH_EPERM);
+    assert_int_equal(sign_verify_request_body(&x, "PUT", "/_matrix/federation/v1/send/42",
+                                              "d.example", "{", 1, key[0].pk, &err),
+                     CH_EINVAL);
+    /* A single flipped byte in the signature is refused, on both paths. */
     x.sig[5] = x.sig[5] == 'A' ? 'B' : 'A';
+    assert_int_equal(sign_verify_request_body(&x, "PUT", "/_matrix/federation/v1/send/42",
+                                              "d.example", canon, sizeof(canon) - 1, key[0].pk,
+                                              &err),
+                     CH_EPERM);
     assert_int_equal(sign_verify_request(&x, "PUT", "/_matrix/federation/v1/send/42", "d.example",
                                          content, key[0].pk, &err),
                      CH_EPERM);

@@ -987,8 +987,13 @@ static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
         yaml_node_t *k = node_at(c, p->key), *v = node_at(c, p->value);
         if (k == NULL || v == NULL)
             continue;
-        const char *id = k->type == YAML_SCALAR_NODE ? scalar_text(k) : NULL;
-        bool id_ok = id != NULL && strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' &&
+        if (k->type != YAML_SCALAR_NODE) {
+            problem_node(c, k, "old_signing_keys: expected a key id, got %s",
+                         describe(k, d, sizeof(d)));
+            continue;
+        }
+        const char *id = scalar_text(k);
+        bool id_ok = strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' &&
                      strlen(id) == k->data.scalar.length && strlen(id) < 64;
         for (size_t i = 8; id_ok && id[i]; i++)
             id_ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
@@ -1001,7 +1006,8 @@ static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
             continue;
         }
         for (size_t i = 0; i < cfg->nold_signing_keys; i++) {
-            if (strcmp(cfg->old_signing_keys[i].id, id) == 0) {
+            const char *seen = cfg->old_signing_keys[i].id;
+            if (seen != NULL && strcmp(seen, id) == 0) {
                 problem_node(c, k, "duplicate key '%s' in old_signing_keys", id);
                 id_ok = false;
             }
@@ -1033,7 +1039,7 @@ static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
         ok->id = copy_str(c, id);
         ok->key = copy_str(c, b64);
         ok->expired_ts = ts;
-        cfg->nold_signing_keys++;
+        cfg->nold_signing_keys++; /* counted even on OOM: config_free frees what was copied */
     }
 }
 

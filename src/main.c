@@ -50,31 +50,37 @@ static int usage(FILE *f, int status)
     return status;
 }
 
-/* Parse "-c FILE" / "--config FILE" (or "-o FILE" for keygen). Returns 0, 1 (help), or 2 (usage).
+/* Options of every command; each command says which it takes. */
+struct opts {
+    const char *config, *output, *key, *server_name, *key_id, *public_key;
+};
+
+/*
+ * Parse the options in allowed (their letters: c config, o output, k key,
+ * s server-name, i key-id, p public-key). 0, 1 for --help, 2 for a usage error.
  */
-static int parse_opts(int argc, char **argv, const char *shortopts, const char **value)
+static int parse_opts(int argc, char **argv, const char *allowed, struct opts *o)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"output", required_argument, NULL, 'o'},
+        {"key", required_argument, NULL, 'k'},    {"server-name", required_argument, NULL, 's'},
+        {"key-id", required_argument, NULL, 'i'}, {"public-key", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     optind = 1;
     int ch;
-    while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'c':
-        case 'o':
-            if (strchr(shortopts, ch) == NULL)
-                return 2;
-            *value = optarg;
-            break;
-        case 'h':
+    while ((ch = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+        if (ch == 'h')
             return 1;
-        default:
+        if (ch == '?' || strchr(allowed, ch) == NULL)
             return 2;
-        }
+        const char **slot = ch == 'c'   ? &o->config
+                            : ch == 'o' ? &o->output
+                            : ch == 'k' ? &o->key
+                            : ch == 's' ? &o->server_name
+                            : ch == 'i' ? &o->key_id
+                                        : &o->public_key;
+        *slot = optarg;
     }
     return optind == argc ? 0 : 2;
 }
@@ -95,10 +101,11 @@ static int load_config(const char *path, struct config **cfg)
 
 static int cmd_check_config(int argc, char **argv)
 {
-    const char *path = CONFIG_DEFAULT_PATH;
-    int o = parse_opts(argc, argv, "c:h", &path);
+    struct opts opt = {.config = CONFIG_DEFAULT_PATH};
+    int o = parse_opts(argc, argv, "c", &opt);
     if (o)
         return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    const char *path = opt.config;
     struct config *cfg = NULL;
     if (load_config(path, &cfg) < 0)
         return 1;
@@ -109,10 +116,11 @@ static int cmd_check_config(int argc, char **argv)
 
 static int cmd_keygen(int argc, char **argv)
 {
-    const char *path = NULL;
-    int o = parse_opts(argc, argv, "o:h", &path);
+    struct opts opt = {0};
+    int o = parse_opts(argc, argv, "o", &opt);
     if (o)
         return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    const char *path = opt.output;
     if (path == NULL) {
         struct buf b = BUF_INIT;
         int rc = sign_keygen(&b);
@@ -161,43 +169,6 @@ static void print_errors(const char *cmd, const struct buf *err)
     }
 }
 
-/* Options of the json and key commands. */
-struct tool_opts {
-    const char *key, *server_name, *key_id, *public_key;
-};
-
-static int parse_tool_opts(int argc, char **argv, struct tool_opts *o)
-{
-    static const struct option longopts[] = {
-        {"key", required_argument, NULL, 'k'},    {"server-name", required_argument, NULL, 's'},
-        {"key-id", required_argument, NULL, 'i'}, {"public-key", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
-    };
-    optind = 1;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'k':
-            o->key = optarg;
-            break;
-        case 's':
-            o->server_name = optarg;
-            break;
-        case 'i':
-            o->key_id = optarg;
-            break;
-        case 'p':
-            o->public_key = optarg;
-            break;
-        case 'h':
-            return 1;
-        default:
-            return 2;
-        }
-    }
-    return optind == argc ? 0 : 2;
-}
-
 static int json_from_stdin(const char *cmd, json_t **out)
 {
     struct buf in = BUF_INIT, err = BUF_INIT;
@@ -239,7 +210,7 @@ static int load_key_file(const char *cmd, const char *path, struct sign_key **ke
     return rc;
 }
 
-static int json_sign(const struct tool_opts *o)
+static int json_sign(const struct opts *o)
 {
     if (o->key == NULL || o->server_name == NULL) {
         fprintf(stderr, "chappe json sign: --key FILE and --server-name NAME are required\n");
@@ -264,7 +235,7 @@ static int json_sign(const struct tool_opts *o)
     return status;
 }
 
-static int json_verify(const struct tool_opts *o)
+static int json_verify(const struct opts *o)
 {
     if (o->server_name == NULL || o->key_id == NULL || o->public_key == NULL) {
         fprintf(stderr, "chappe json verify: --server-name, --key-id and --public-key are "
@@ -300,8 +271,8 @@ static int cmd_json(int argc, char **argv)
     if (argc < 2)
         return usage(stderr, 2);
     const char *sub = argv[1];
-    struct tool_opts o = {0};
-    int po = parse_tool_opts(argc - 1, argv + 1, &o);
+    struct opts o = {0};
+    int po = parse_opts(argc - 1, argv + 1, "ksip", &o);
     if (po)
         return po == 1 ? usage(stdout, 0) : usage(stderr, 2);
     if (strcmp(sub, "canonical") == 0) {
@@ -326,8 +297,8 @@ static int cmd_key(int argc, char **argv)
         fprintf(stderr, "chappe key: expected 'public --key FILE'\n");
         return 2;
     }
-    struct tool_opts o = {0};
-    int po = parse_tool_opts(argc - 1, argv + 1, &o);
+    struct opts o = {0};
+    int po = parse_opts(argc - 1, argv + 1, "ksip", &o);
     if (po)
         return po == 1 ? usage(stdout, 0) : usage(stderr, 2);
     if (o.key == NULL) {
@@ -459,10 +430,11 @@ static void log_ready(const struct config *cfg, unsigned n)
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *path = CONFIG_DEFAULT_PATH;
-    int o = parse_opts(argc, argv, "c:h", &path);
+    struct opts opt = {.config = CONFIG_DEFAULT_PATH};
+    int o = parse_opts(argc, argv, "c", &opt);
     if (o)
         return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    const char *path = opt.config;
     struct config *cfg = NULL;
     if (load_config(path, &cfg) < 0)
         return 1;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "chappe/buf.h"
+#include "chappe/cidr.h"
 #include "chappe/log.h"
 
 #define CONFIG_DEFAULT_PATH "etc/chappe.yaml"
@@ -73,6 +74,35 @@ struct cfg_limits {
                                      worker */
     uint64_t drain_timeout_ms;    /* default 30s: SIGTERM grace for in-flight requests */
     uint64_t max_connections;     /* default 10000 per worker: further accepts are closed at once */
+    /* outbound federation (client.h, resolve.h) */
+    uint64_t outbound_connect_timeout_ms; /* default 10s: TCP connect to a remote server */
+    uint64_t outbound_tls_timeout_ms;     /* default 10s: TLS handshake with a remote server */
+    uint64_t outbound_timeout_ms; /* default 60s: inactivity while awaiting/reading a response */
+    uint64_t outbound_idle_timeout_ms; /* default 60s: pooled idle connection lifetime */
+    uint64_t outbound_keepalive;    /* default 16: idle connections kept per (address, TLS name) */
+    uint64_t well_known_timeout_ms; /* default 10s: a whole .well-known fetch, redirects included */
+};
+
+/* A prefix from the config or a list file, with where it was written ("FILE:LINE:COL"). */
+struct cfg_cidr {
+    struct cidr cidr;
+    char *label;
+};
+
+/* An address list key: absent, the word `any`, a list file path, or a YAML list of CIDRs. */
+struct cfg_ranges {
+    bool present;           /* written in the config */
+    bool any;               /* the word `any` (sovereign_ranges only) */
+    char *file;             /* a list file (one CIDR a line, '#' comments), read by policy_new */
+    struct cfg_cidr *items; /* a YAML list */
+    size_t nitems;
+    char *where; /* "FILE:LINE:COL" of the value, for messages */
+};
+
+/* A federation_domain_whitelist entry: an exact server name, or "*.suffix". Lowercased. */
+struct cfg_name_rule {
+    char *pattern;
+    char *label; /* "FILE:LINE:COL" */
 };
 
 struct config {
@@ -93,6 +123,20 @@ struct config {
     struct cfg_homeserver *homeservers;
     size_t nhomeservers;
     struct cfg_limits limits;
+    /* policy (policy.h): federation_domain_whitelist and sovereign_ranges are required */
+    bool federation_any; /* federation_domain_whitelist: any */
+    struct cfg_name_rule *federation_domain_whitelist;
+    size_t nfederation_domain_whitelist;
+    struct cfg_ranges sovereign_ranges;   /* required: a list, a file, or `any` */
+    struct cfg_ranges ip_range_blacklist; /* absent: Synapse's defaults; 0.0.0.0 and :: always */
+    struct cfg_ranges ip_range_whitelist; /* overrides the blacklist (not sovereign_ranges) */
+    /* outbound TLS and DNS */
+    bool federation_verify_certificates; /* default true; false logs a warning */
+    char **federation_custom_ca_list;    /* PEM files trusted in addition to the system bundle */
+    size_t nfederation_custom_ca_list;
+    char **dns_servers; /* "IP" or "IP:PORT" / "[IPv6]:PORT" normalised as "IP:PORT"; empty:
+                           resolv.conf */
+    size_t ndns_servers;
     unsigned workers;         /* event-loop threads, 1..64; default (absent): number of cores */
     char *access_log;         /* "-" (stdout, default), "off", or a file path */
     enum log_level log_level; /* default info */

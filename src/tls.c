@@ -1,5 +1,5 @@
-/* tls.c -- TLS 1.2 server sessions with mbedTLS 2.28 over memory buffers, SNI and shared tickets.
- */
+/* tls.c -- TLS 1.2 sessions with mbedTLS 2.28 over memory buffers: the server side (SNI, shared
+ * tickets) and the verifying client side for outbound federation. */
 /* SPDX-License-Identifier: ISC */
 #include <errno.h>
 #include <fcntl.h>
@@ -235,6 +235,26 @@ static int collect_names(struct pem_pair *p, const mbedtls_x509_crt *leaf)
 /* ------------------------------------------------------------------------------------------ */
 /* Certificate material */
 
+/* One problem line, "LABEL FILE: message\n" (label: the config key the file comes from). */
+static void verrline(struct buf *err, const char *label, const char *file, const char *fmt,
+                     va_list ap)
+{
+    buf_appendf(err, "%s %s: ", label, file);
+    buf_vappendf(err, fmt, ap);
+    buf_append_str(err, "\n");
+}
+
+static void errline_as(struct buf *err, const char *label, const char *file, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void errline_as(struct buf *err, const char *label, const char *file, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verrline(err, label, file, fmt, ap);
+    va_end(ap);
+}
+
 static void errline(struct buf *err, const char *file, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -242,9 +262,7 @@ static void errline(struct buf *err, const char *file, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    buf_appendf(err, "cert %s: ", file);
-    buf_vappendf(err, fmt, ap);
-    buf_append_str(err, "\n");
+    verrline(err, "cert", file, fmt, ap);
     va_end(ap);
 }
 
@@ -262,29 +280,29 @@ static int worse(int a, int b)
  * Read a whole PEM file into a NUL-terminated buffer. A key's buffer is
  * allocated once at its final size so no copy of the secret is left behind.
  */
-static int read_pem(const char *path, bool secret, unsigned char **out, size_t *outlen,
-                    struct buf *err)
+static int read_pem(const char *label, const char *path, bool secret, unsigned char **out,
+                    size_t *outlen, struct buf *err)
 {
     /* O_NONBLOCK: a FIFO or device named by mistake must not hang the reload. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        errline(err, path, "cannot open: %s", strerror(errno));
+        errline_as(err, label, path, "cannot open: %s", strerror(errno));
         return CH_EIO;
     }
     int rc = CH_EIO;
     unsigned char *data = NULL;
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        errline(err, path, "cannot stat: %s", strerror(errno));
+        errline_as(err, label, path, "cannot stat: %s", strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        errline(err, path, "not a regular file");
+        errline_as(err, label, path, "not a regular file");
         rc = CH_EINVAL;
         goto out;
     }
     if (st.st_size > PEM_MAX) {
-        errline(err, path, "larger than %d bytes: not a PEM certificate or key", PEM_MAX);
+        errline_as(err, label, path, "larger than %d bytes: not a PEM certificate or key", PEM_MAX);
         rc = CH_EINVAL;
         goto out;
     }
@@ -302,7 +320,7 @@ static int read_pem(const char *path, bool secret, unsigned char **out, size_t *
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            errline(err, path, "cannot read: %s", strerror(errno));
+            errline_as(err, label, path, "cannot read: %s", strerror(errno));
             goto out;
         }
         if (r == 0)
@@ -310,7 +328,7 @@ static int read_pem(const char *path, bool secret, unsigned char **out, size_t *
         len += (size_t)r;
     }
     if (len == 0) {
-        errline(err, path, "empty file");
+        errline_as(err, label, path, "empty file");
         rc = CH_EINVAL;
         goto out;
     }
@@ -394,8 +412,8 @@ static int load_pair(struct pem_pair *p, const struct cfg_cert *cc, struct buf *
     p->key_path = strdup(cc->key);
     if (p->cert_path == NULL || p->key_path == NULL)
         return CH_ENOMEM;
-    int rc_cert = read_pem(cc->cert, false, &p->chain, &p->chain_len, err);
-    int rc_key = read_pem(cc->key, true, &p->key, &p->key_len, err);
+    int rc_cert = read_pem("cert", cc->cert, false, &p->chain, &p->chain_len, err);
+    int rc_key = read_pem("cert", cc->key, true, &p->key, &p->key_len, err);
     if (rc_cert || rc_key)
         return worse(rc_cert, rc_key);
     return check_pair(p, err);
@@ -620,6 +638,158 @@ void tls_server_unref(struct tls_server *s)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Client contexts (outbound federation) */
+
+/* Debian's and Ubuntu's bundle of the system's trusted roots (ca-certificates). */
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+struct tls_client {
+    unsigned refs; /* one thread only */
+    bool verify;   /* federation_verify_certificates */
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca; /* the system bundle, then every federation_custom_ca_list file */
+    mbedtls_ssl_config conf;
+};
+
+static void tls_client_destroy(struct tls_client *cl)
+{
+    mbedtls_ssl_config_free(&cl->conf);
+    mbedtls_x509_crt_free(&cl->ca);
+    mbedtls_ctr_drbg_free(&cl->drbg);
+    mbedtls_entropy_free(&cl->entropy);
+    free(cl);
+}
+
+static size_t chain_len(const mbedtls_x509_crt *crt)
+{
+    size_t n = 0;
+    for (; crt != NULL && crt->raw.p != NULL; crt = crt->next)
+        n++;
+    return n;
+}
+
+/*
+ * Add the certificates of one PEM (or DER) file to cl->ca. Every certificate
+ * of a file the operator named must parse; in the system bundle, one that
+ * mbedTLS cannot read (an algorithm it lacks) is skipped, as other clients do.
+ */
+static int add_ca_file(struct tls_client *cl, const char *label, const char *file, bool strict,
+                       struct buf *err)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    int rc = read_pem(label, file, false, &data, &len, err);
+    if (rc != 0)
+        return rc;
+    size_t before = chain_len(&cl->ca);
+    int ret = mbedtls_x509_crt_parse(&cl->ca, data, len);
+    free(data);
+    char why[160];
+    if (ret == MBEDTLS_ERR_X509_ALLOC_FAILED)
+        return CH_ENOMEM;
+    if (ret < 0) {
+        mbedtls_strerror(ret, why, sizeof(why));
+        errline_as(err, label, file, "no certificate could be parsed: %s", why);
+        return CH_EINVAL;
+    }
+    if (ret > 0 && strict) {
+        errline_as(err, label, file, "%d certificate(s) could not be parsed", ret);
+        return CH_EINVAL;
+    }
+    if (ret > 0)
+        log_debug("tls: %s: %d certificate(s) skipped (not understood by mbedTLS)", file, ret);
+    if (chain_len(&cl->ca) == before) {
+        errline_as(err, label, file, "no certificate in the file");
+        return CH_EINVAL;
+    }
+    return 0;
+}
+
+/* The trust anchors: the system bundle (when present) and the operator's own CAs. */
+static int load_trust(struct tls_client *cl, const struct config *cfg, struct buf *err)
+{
+    int rc = 0;
+    bool need_system = cfg->federation_verify_certificates && cfg->nfederation_custom_ca_list == 0;
+    if (access(SYSTEM_CA_BUNDLE, F_OK) == 0 || need_system)
+        rc = add_ca_file(cl, "system CA bundle", SYSTEM_CA_BUNDLE, false, err);
+    else
+        log_info("tls: no system CA bundle %s: only federation_custom_ca_list is trusted",
+                 SYSTEM_CA_BUNDLE);
+    for (size_t i = 0; i < cfg->nfederation_custom_ca_list; i++)
+        rc = worse(rc, add_ca_file(cl, "federation_custom_ca_list",
+                                   cfg->federation_custom_ca_list[i], true, err));
+    return rc;
+}
+
+int tls_client_new(const struct config *cfg, struct tls_client **out, struct buf *err)
+{
+    static const char pers[] = "chappe tls client";
+    *out = NULL;
+    struct tls_client *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL)
+        return CH_ENOMEM;
+    cl->refs = 1;
+    cl->verify = cfg->federation_verify_certificates;
+    mbedtls_entropy_init(&cl->entropy);
+    mbedtls_ctr_drbg_init(&cl->drbg);
+    mbedtls_x509_crt_init(&cl->ca);
+    mbedtls_ssl_config_init(&cl->conf);
+
+    int rc = load_trust(cl, cfg, err);
+    if (rc != 0) {
+        tls_client_destroy(cl);
+        return rc;
+    }
+    /* Its own entropy source: a CLI command has no tls_global_init(). */
+    int ret = mbedtls_ctr_drbg_seed(&cl->drbg, mbedtls_entropy_func, &cl->entropy,
+                                    (const unsigned char *)pers, sizeof(pers) - 1);
+    if (ret == 0)
+        ret = mbedtls_ssl_config_defaults(&cl->conf, MBEDTLS_SSL_IS_CLIENT,
+                                          MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        char why[160];
+        mbedtls_strerror(ret, why, sizeof(why));
+        buf_appendf(err, "tls client: %s\n", why);
+        tls_client_destroy(cl);
+        return CH_ETLS;
+    }
+    mbedtls_ssl_config *conf = &cl->conf;
+    mbedtls_ssl_conf_rng(conf, mbedtls_ctr_drbg_random, &cl->drbg);
+    /* The same protocol and suites as the server side (RFC 7525 section 4.2). */
+    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(conf, ciphersuites);
+    mbedtls_ssl_conf_curves(conf, curves);
+    mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    if (chain_len(&cl->ca) > 0)
+        mbedtls_ssl_conf_ca_chain(conf, &cl->ca, NULL);
+    /* Off, the chain and the name are still computed but not enforced: the owner warns. */
+    mbedtls_ssl_conf_authmode(conf,
+                              cl->verify ? MBEDTLS_SSL_VERIFY_REQUIRED : MBEDTLS_SSL_VERIFY_NONE);
+    log_debug("tls: client context: %zu trusted CA certificate(s), verification %s",
+              chain_len(&cl->ca), cl->verify ? "on" : "OFF");
+    *out = cl;
+    return 0;
+}
+
+void tls_client_ref(struct tls_client *cl)
+{
+    cl->refs++;
+}
+
+void tls_client_unref(struct tls_client *cl)
+{
+    if (cl != NULL && --cl->refs == 0)
+        tls_client_destroy(cl);
+}
+
+bool tls_client_verifies(const struct tls_client *cl)
+{
+    return cl->verify;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Connections */
 
 /* Record layer output: append to c->out; the owner writes it to the socket. */
@@ -667,6 +837,68 @@ int tls_conn_init(struct tls_conn *c, struct tls_server *srv)
     return 0;
 }
 
+/* Does the leaf carry an iPAddress subjectAltName equal to ip (RFC 5280 section 4.2.1.6)? */
+static bool has_ip_san(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t len)
+{
+    /* mbedTLS 2.28 keeps every GeneralName with its raw tag but compares dNSNames only. */
+    const int ip_tag = MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_IP_ADDRESS;
+    for (const mbedtls_x509_sequence *san = &crt->subject_alt_names; san; san = san->next)
+        if (san->buf.p != NULL && san->buf.tag == ip_tag && san->buf.len == len &&
+            memcmp(san->buf.p, ip, len) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Called by mbedTLS for each certificate of the verified chain, the leaf last
+ * (depth 0), only when verification is required. An IP literal is checked
+ * here: there is no host name for mbedTLS to check, and a mismatch becomes
+ * an ordinary name mismatch, failing the handshake with a bad_certificate alert.
+ */
+static int verify_ip(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    const struct tls_conn *c = arg;
+    size_t len = c->expect_family == 4 ? 4 : 16;
+    if (depth == 0 && c->expect_family != 0 && !has_ip_san(crt, c->expect_ip, len))
+        *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    return 0;
+}
+
+int tls_conn_init_client(struct tls_conn *c, struct tls_client *cl, const char *name, int ip_family,
+                         const unsigned char *ip)
+{
+    memset(c, 0, sizeof(*c));
+    mbedtls_ssl_init(&c->ssl);
+    c->in = BUF_INIT;
+    c->out = BUF_INIT;
+    size_t len = name ? strlen(name) : 0;
+    bool ip_ok = ip_family == 0 || ((ip_family == 4 || ip_family == 6) && ip != NULL);
+    if (len == 0 || len >= sizeof(c->expect_name) || !ip_ok) {
+        c->last_error = MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
+        return CH_ETLS;
+    }
+    memcpy(c->expect_name, name, len + 1);
+    c->expect_family = ip_family;
+    if (ip_family != 0)
+        memcpy(c->expect_ip, ip, ip_family == 4 ? 4 : 16);
+    int ret = mbedtls_ssl_setup(&c->ssl, &cl->conf);
+    /* A DNS name is both SNI and the name checked; an IP literal is neither (RFC 6066 section 3
+     * forbids literal addresses in SNI). */
+    if (ret == 0 && ip_family == 0)
+        ret = mbedtls_ssl_set_hostname(&c->ssl, name);
+    if (ret != 0) {
+        c->last_error = ret;
+        mbedtls_ssl_free(&c->ssl);
+        return ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? CH_ENOMEM : CH_ETLS;
+    }
+    /* c must not move from here on: the BIO and the verify callback find it by address. */
+    mbedtls_ssl_set_verify(&c->ssl, verify_ip, c);
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    tls_client_ref(cl);
+    c->cli = cl;
+    return 0;
+}
+
 void tls_conn_free(struct tls_conn *c)
 {
     mbedtls_ssl_free(&c->ssl); /* wipes the session keys */
@@ -674,6 +906,8 @@ void tls_conn_free(struct tls_conn *c)
     buf_free(&c->out);
     tls_server_unref(c->srv);
     c->srv = NULL;
+    tls_client_unref(c->cli);
+    c->cli = NULL;
 }
 
 int tls_conn_feed(struct tls_conn *c, const char *p, size_t n)
@@ -783,11 +1017,53 @@ bool tls_conn_resumed(const struct tls_conn *c)
     return c->resumed;
 }
 
+/* Why the peer's certificate was refused, from mbedTLS's verification flags, "; "-separated. */
+static void describe_verify(const struct tls_conn *c, uint32_t flags, char *msg, size_t cap)
+{
+    static const struct {
+        uint32_t flag;
+        const char *text;
+    } reasons[] = {
+        {MBEDTLS_X509_BADCERT_MISSING, "no certificate was sent"},
+        {MBEDTLS_X509_BADCERT_EXPIRED, "certificate has expired"},
+        {MBEDTLS_X509_BADCERT_FUTURE, "certificate is not yet valid"},
+        {MBEDTLS_X509_BADCERT_NOT_TRUSTED, "certificate not issued by a trusted CA"},
+        {MBEDTLS_X509_BADCERT_REVOKED, "certificate has been revoked"},
+        {MBEDTLS_X509_BADCERT_KEY_USAGE, "certificate key usage does not allow TLS"},
+        {MBEDTLS_X509_BADCERT_EXT_KEY_USAGE, "certificate is not for TLS servers (extended key "
+                                             "usage)"},
+        {MBEDTLS_X509_BADCERT_NS_CERT_TYPE, "certificate is not for TLS servers (cert type)"},
+        {MBEDTLS_X509_BADCERT_BAD_MD, "certificate signed with an unacceptable hash"},
+        {MBEDTLS_X509_BADCERT_BAD_PK, "certificate signed with an unacceptable algorithm"},
+        {MBEDTLS_X509_BADCERT_BAD_KEY, "certificate has an unacceptable key"},
+        {MBEDTLS_X509_BADCERT_OTHER, "certificate rejected"},
+    };
+    size_t n = 0;
+    msg[0] = '\0';
+    for (size_t i = 0; i < ARRAY_LEN(reasons) && n < cap; i++)
+        if (flags & reasons[i].flag)
+            n += (size_t)snprintf(msg + n, cap - n, "%s%s", n ? "; " : "", reasons[i].text);
+    if ((flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) && n < cap) {
+        if (c->expect_family != 0)
+            n += (size_t)snprintf(msg + n, cap - n, "%scertificate has no iPAddress SAN for %s",
+                                  n ? "; " : "", c->expect_name);
+        else
+            n += (size_t)snprintf(msg + n, cap - n, "%scertificate is not valid for %s",
+                                  n ? "; " : "", c->expect_name);
+    }
+    if (n == 0)
+        snprintf(msg, cap, "certificate verification failed (flags 0x%x)", (unsigned)flags);
+}
+
 const char *tls_conn_strerror(const struct tls_conn *c)
 {
-    static _Thread_local char msg[160];
+    static _Thread_local char msg[600];
     if (c->last_error == 0)
         return "no TLS error";
+    if (c->cli != NULL && c->last_error == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        describe_verify(c, mbedtls_ssl_get_verify_result(&c->ssl), msg, sizeof(msg));
+        return msg;
+    }
     mbedtls_strerror(c->last_error, msg, sizeof(msg));
     return msg;
 }

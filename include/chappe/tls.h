@@ -58,12 +58,39 @@ int tls_server_new(struct tls_material *m, struct tls_server **out);
 void tls_server_ref(struct tls_server *s);
 void tls_server_unref(struct tls_server *s);
 
-/* A server-side TLS session whose record layer reads `in` and writes `out`. */
+/*
+ * The client side (outbound federation): one per event loop (or per CLI
+ * command), built and used on that thread. TLS 1.2 with the same suites as the
+ * server; certificates verified against the system CA bundle
+ * (/etc/ssl/certs/ca-certificates.crt) plus cfg->federation_custom_ca_list.
+ * With cfg->federation_verify_certificates false the chain and name are not
+ * enforced (the caller logs a warning per connection: tls_client_verifies).
+ * Single-threaded reference count.
+ */
+struct tls_client;
+
+/*
+ * 0 and *out (one reference), or CH_EIO / CH_EINVAL / CH_ETLS / CH_ENOMEM with
+ * one line per problem appended to err ("federation_custom_ca_list FILE:
+ * reason\n"). A missing system bundle is not an error when custom CAs are
+ * given (or verification is off); with neither it is.
+ */
+int tls_client_new(const struct config *cfg, struct tls_client **out, struct buf *err);
+void tls_client_ref(struct tls_client *cl);
+void tls_client_unref(struct tls_client *cl);
+bool tls_client_verifies(const struct tls_client *cl);
+
+/* A TLS session (server or client side) whose record layer reads `in` and writes `out`. */
 struct tls_conn {
     mbedtls_ssl_context ssl;
-    struct tls_server *srv; /* one reference, released by tls_conn_free */
-    struct buf in;          /* ciphertext received from the socket, not yet consumed */
-    struct buf out;         /* ciphertext produced, for the owner to write to the socket */
+    struct tls_server *srv; /* server side: one reference, released by tls_conn_free */
+    struct tls_client *cli; /* client side: one reference, released by tls_conn_free */
+    /* client side: the name the certificate must be valid for */
+    char expect_name[256]; /* DNS name (also sent as SNI), or IP literal text (no SNI) */
+    int expect_family;     /* 0 for a DNS name, 4 or 6 for an IP literal */
+    unsigned char expect_ip[16];
+    struct buf in;  /* ciphertext received from the socket, not yet consumed */
+    struct buf out; /* ciphertext produced, for the owner to write to the socket */
     bool handshake_done;
     bool resumed;   /* the handshake resumed a session (ticket) */
     char sni[256];  /* SNI host name sent by the client, "" if none */
@@ -72,6 +99,19 @@ struct tls_conn {
 
 /* 0, or CH_ENOMEM / CH_ETLS. Takes a reference on srv. */
 int tls_conn_init(struct tls_conn *c, struct tls_server *srv);
+/*
+ * Client side. name is what the certificate must be valid for: a DNS name
+ * (sent as SNI, matched against the subjectAltName dNSNames, one-label
+ * wildcards allowed, or the CN when there are none), or, when ip_family is 4
+ * or 6, an IP literal whose bytes are ip (no SNI is sent; an iPAddress
+ * subjectAltName must equal it). tls_conn_handshake then fails with CH_ETLS
+ * when the chain does not verify or the name does not match (unless
+ * verification is off), and tls_conn_strerror says why ("certificate has
+ * expired", "certificate not issued by a trusted CA", "certificate is not
+ * valid for NAME", ...). 0, or CH_ENOMEM / CH_ETLS. Takes a reference on cl.
+ */
+int tls_conn_init_client(struct tls_conn *c, struct tls_client *cl, const char *name, int ip_family,
+                         const unsigned char *ip);
 void tls_conn_free(struct tls_conn *c);
 /* Append ciphertext from the socket. 0 or CH_ENOMEM. */
 int tls_conn_feed(struct tls_conn *c, const char *p, size_t n);

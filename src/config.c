@@ -15,6 +15,7 @@
 #include "chappe/b64.h"
 #include "chappe/cjson.h"
 #include "chappe/config.h"
+#include "chappe/policy.h"
 #include "chappe/util.h"
 
 #define MAX_PROBLEMS   100
@@ -517,43 +518,14 @@ static const char *check_host(const char *h, size_t n)
     return NULL;
 }
 
-/* Matrix spec appendix "Server Name": hostname [":" port], hostname possibly "[" IPv6 "]". */
-static const char *check_server_name(const char *s)
+/*
+ * A server name (Matrix spec appendix "Server Name") with the one parser the
+ * whole program uses (policy.h): NULL and the normalised name in sn, or why not.
+ */
+static const char *check_server_name(const char *s, struct server_name *sn)
 {
-    struct in6_addr a6;
-    const char *after;
-    uint16_t port;
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (rb == NULL)
-            return "unterminated IPv6 literal";
-        if (parse_ipv6(s + 1, (size_t)(rb - s - 1), &a6) != 0)
-            return "invalid IPv6 literal";
-        after = rb + 1;
-    } else {
-        size_t hlen = strcspn(s, ":");
-        if (strchr(s, ':') != strrchr(s, ':'))
-            return "an IPv6 address needs brackets, e.g. [::1]";
-        const char *why = check_host(s, hlen);
-        if (why != NULL)
-            return why;
-        after = s + hlen;
-    }
-    if (*after == '\0')
-        return NULL;
-    if (*after != ':')
-        return "unexpected characters after the host";
-    if (parse_port(after + 1, strlen(after + 1), &port) != 0)
-        return "the port must be a number from 1 to 65535";
-    return NULL;
-}
-
-static void lowercase(char *s)
-{
-    for (; *s; s++) {
-        if (*s >= 'A' && *s <= 'Z')
-            *s = (char)(*s - 'A' + 'a');
-    }
+    const char *why = NULL;
+    return server_name_parse(s, strlen(s), sn, &why) == 0 ? NULL : why;
 }
 
 /* "IPv4:PORT" or "[IPv6]:PORT", numeric only. NULL or why not. */
@@ -865,12 +837,12 @@ static void load_homeservers(struct ctx *c, struct config *cfg, yaml_node_t *seq
             continue;
         const char *s;
         if (f[0].val && (s = want_string(c, f[0].val, join_key(key, where, "server_name")))) {
-            const char *bad = check_server_name(s);
+            struct server_name sn;
+            const char *bad = check_server_name(s, &sn);
             if (bad != NULL) {
                 problem_node(c, f[0].val, "%s: invalid server name %s: %s", key,
                              describe(f[0].val, d, sizeof(d)), bad);
-            } else if ((h->server_name = copy_str(c, s)) != NULL) {
-                lowercase(h->server_name);
+            } else if ((h->server_name = copy_str(c, sn.name)) != NULL) {
                 for (size_t j = 0; j < i; j++) {
                     const char *o = cfg->homeservers[j].server_name;
                     if (o != NULL && strcmp(o, h->server_name) == 0) {
@@ -927,6 +899,13 @@ static const struct limit_spec limit_specs[] = {
     LIMIT("upstream_keepalive", LIMIT_INT, upstream_keepalive, 0, 100000, 128),
     LIMIT("drain_timeout", LIMIT_DURATION, drain_timeout_ms, 1, UINT64_MAX, 30000),
     LIMIT("max_connections", LIMIT_INT, max_connections, 1, 1000000, 10000),
+    LIMIT("outbound_connect_timeout", LIMIT_DURATION, outbound_connect_timeout_ms, 1, UINT64_MAX,
+          10000),
+    LIMIT("outbound_tls_timeout", LIMIT_DURATION, outbound_tls_timeout_ms, 1, UINT64_MAX, 10000),
+    LIMIT("outbound_timeout", LIMIT_DURATION, outbound_timeout_ms, 1, UINT64_MAX, 60000),
+    LIMIT("outbound_idle_timeout", LIMIT_DURATION, outbound_idle_timeout_ms, 1, UINT64_MAX, 60000),
+    LIMIT("outbound_keepalive", LIMIT_INT, outbound_keepalive, 0, 100000, 16),
+    LIMIT("well_known_timeout", LIMIT_DURATION, well_known_timeout_ms, 1, UINT64_MAX, 10000),
 };
 
 static uint64_t *limit_field(struct cfg_limits *l, const struct limit_spec *s)
@@ -1043,6 +1022,229 @@ static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
     }
 }
 
+/* --- policy and outbound ------------------------------------------------------- */
+
+/* "FILE:LINE:COL" of a node, for explanations of which rule decided. */
+static char *node_label(struct ctx *c, const yaml_node_t *n)
+{
+    char *s;
+    if (asprintf(&s, "%s:%zu:%zu", c->path, n->start_mark.line + 1, n->start_mark.column + 1) < 0) {
+        c->oom = true;
+        return NULL;
+    }
+    return s;
+}
+
+static bool is_word(const yaml_node_t *n, const char *word)
+{
+    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           strcmp(scalar_text(n), word) == 0;
+}
+
+/*
+ * federation_domain_whitelist: the word `any`, or a list of server names and
+ * "*.suffix" wildcards. Unlike Synapse an absent list is an error (the
+ * operator says who may federate), and so is an empty one.
+ */
+static void load_name_rules(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+    static const char key[] = "federation_domain_whitelist";
+    char where[KEY_CAP], d[80];
+    if (is_word(n, "any")) {
+        cfg->federation_any = true;
+        return;
+    }
+    if (n->type == YAML_SCALAR_NODE && !is_null(n)) {
+        problem_node(c, n, "%s: expected a list of server names or the word any, got %s", key,
+                     describe(n, d, sizeof(d)));
+        return;
+    }
+    if (!want_seq(c, n, key, "server names", true))
+        return;
+    size_t count = seq_len(n);
+    if (count == 0) {
+        problem_node(
+            c, n, "%s: must not be empty (list the servers to federate with, or write any)", key);
+        return;
+    }
+    cfg->federation_domain_whitelist = calloc(count, sizeof(struct cfg_name_rule));
+    if (cfg->federation_domain_whitelist == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(c, n, i);
+        const char *s, *why = NULL;
+        struct server_name sn;
+        char norm[sizeof(sn.name) + 2];
+        if (item == NULL || (s = want_string(c, item, index_key(where, key, i))) == NULL)
+            continue;
+        if (s[0] == '*') {
+            /* "*.suffix": the suffix is a DNS name without a port. */
+            if (s[1] != '.' || server_name_parse(s + 2, strlen(s + 2), &sn, &why) != 0 ||
+                sn.type != SERVER_HOST_DNS || sn.port != 0) {
+                problem_node(c, item,
+                             "%s: invalid wildcard %s: expected *.suffix with a host name suffix "
+                             "(no port)%s%s",
+                             where, describe(item, d, sizeof(d)), why ? ": " : "", why ? why : "");
+                continue;
+            }
+            snprintf(norm, sizeof(norm), "*.%s", sn.name);
+        } else if (server_name_parse(s, strlen(s), &sn, &why) != 0) {
+            problem_node(c, item, "%s: invalid server name %s: %s", where,
+                         describe(item, d, sizeof(d)), why);
+            continue;
+        } else {
+            snprintf(norm, sizeof(norm), "%s", sn.name);
+        }
+        struct cfg_name_rule *r =
+            &cfg->federation_domain_whitelist[cfg->nfederation_domain_whitelist];
+        if ((r->pattern = copy_str(c, norm)) == NULL || (r->label = node_label(c, item)) == NULL) {
+            free(r->pattern);
+            r->pattern = NULL;
+            continue;
+        }
+        cfg->nfederation_domain_whitelist++;
+    }
+}
+
+/*
+ * An address list: a YAML list of CIDRs, a path to a list file (read by
+ * policy_new, so that a reload reads it again), or -- for sovereign_ranges --
+ * the word `any`. The list may be empty only where emptiness means "nothing".
+ */
+static void load_ranges(struct ctx *c, struct cfg_ranges *r, yaml_node_t *n, const char *key,
+                        bool sovereign)
+{
+    char where[KEY_CAP], d[80];
+    r->present = true;
+    r->where = node_label(c, n);
+    if (is_word(n, "any")) {
+        if (sovereign)
+            r->any = true;
+        else
+            problem_node(c, n, "%s: the word any is only meaningful for sovereign_ranges", key);
+        return;
+    }
+    if (n->type == YAML_SCALAR_NODE && !is_null(n)) {
+        const char *s = want_string(c, n, key);
+        if (s != NULL)
+            r->file = copy_str(c, s);
+        return;
+    }
+    if (!want_seq(c, n, key, "CIDR ranges", true))
+        return;
+    size_t count = seq_len(n);
+    if (count == 0 && sovereign) {
+        problem_node(c, n,
+                     "%s: must not be empty (list the sovereign ranges, or write any to disable "
+                     "the check)",
+                     key);
+        return;
+    }
+    r->items = calloc(count ? count : 1, sizeof(*r->items));
+    if (r->items == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(c, n, i);
+        const char *s, *why = NULL;
+        struct cfg_cidr *e = &r->items[r->nitems];
+        if (item == NULL || (s = want_string(c, item, index_key(where, key, i))) == NULL)
+            continue;
+        if (cidr_parse(s, strlen(s), &e->cidr, &why) != 0) {
+            problem_node(c, item, "%s: invalid CIDR %s: %s", where, describe(item, d, sizeof(d)),
+                         why);
+            continue;
+        }
+        if ((e->label = node_label(c, item)) != NULL)
+            r->nitems++;
+    }
+}
+
+static void load_ca_list(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+    static const char key[] = "federation_custom_ca_list";
+    char where[KEY_CAP];
+    if (!want_seq(c, n, key, "PEM file paths", true))
+        return;
+    size_t count = seq_len(n);
+    cfg->federation_custom_ca_list = calloc(count ? count : 1, sizeof(char *));
+    if (cfg->federation_custom_ca_list == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(c, n, i);
+        const char *s;
+        if (item == NULL || (s = want_string(c, item, index_key(where, key, i))) == NULL)
+            continue;
+        char *p = copy_str(c, s);
+        if (p != NULL)
+            cfg->federation_custom_ca_list[cfg->nfederation_custom_ca_list++] = p;
+    }
+}
+
+/* "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT" (numeric) -> "IP:PORT" / "[IPv6]:PORT". */
+static const char *parse_dns_server(const char *s, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN];
+    struct in_addr a4;
+    struct in6_addr a6;
+    uint16_t port = 53;
+    const char *tail;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || parse_ipv6(s + 1, (size_t)(rb - s - 1), &a6) != 0)
+            return "invalid IPv6 address";
+        tail = rb + 1;
+        inet_ntop(AF_INET6, &a6, host, sizeof(host));
+    } else {
+        size_t hlen = strcspn(s, ":");
+        if (s[hlen] == ':' && strchr(s + hlen + 1, ':') != NULL)
+            return "an IPv6 address needs brackets, e.g. [::1]:53";
+        if (parse_ipv4(s, hlen, &a4) != 0)
+            return "expected a numeric IPv4 address or a bracketed IPv6 address";
+        tail = s + hlen;
+        inet_ntop(AF_INET, &a4, host, sizeof(host));
+    }
+    if (*tail == ':' && parse_port(tail + 1, strlen(tail + 1), &port) != 0)
+        return "the port must be a number from 1 to 65535";
+    if (*tail != '\0' && *tail != ':')
+        return "unexpected characters after the address";
+    snprintf(out, cap, s[0] == '[' ? "[%s]:%u" : "%s:%u", host, port);
+    return NULL;
+}
+
+static void load_dns_servers(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+    static const char key[] = "dns_servers";
+    char where[KEY_CAP], d[80], norm[INET6_ADDRSTRLEN + 8];
+    if (!want_seq(c, n, key, "DNS server addresses", true))
+        return;
+    size_t count = seq_len(n);
+    cfg->dns_servers = calloc(count ? count : 1, sizeof(char *));
+    if (cfg->dns_servers == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(c, n, i);
+        const char *s, *why;
+        if (item == NULL || (s = want_string(c, item, index_key(where, key, i))) == NULL)
+            continue;
+        if ((why = parse_dns_server(s, norm, sizeof(norm))) != NULL) {
+            problem_node(c, item, "%s: invalid DNS server %s: %s", where,
+                         describe(item, d, sizeof(d)), why);
+            continue;
+        }
+        char *p = copy_str(c, norm);
+        if (p != NULL)
+            cfg->dns_servers[cfg->ndns_servers++] = p;
+    }
+}
+
 static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
 {
     enum {
@@ -1056,7 +1258,14 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         F_LISTENERS,
         F_TLS,
         F_HS,
-        F_LIMITS
+        F_LIMITS,
+        F_WHITELIST,
+        F_SOVEREIGN,
+        F_BLACKLIST,
+        F_IPWHITELIST,
+        F_VERIFY,
+        F_CAS,
+        F_DNS
     };
     struct field f[] = {
         [F_NAME] = {"server_name", true},
@@ -1070,6 +1279,13 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         [F_TLS] = {"tls"},
         [F_HS] = {"homeservers", true},
         [F_LIMITS] = {"limits"},
+        [F_WHITELIST] = {"federation_domain_whitelist", true},
+        [F_SOVEREIGN] = {"sovereign_ranges", true},
+        [F_BLACKLIST] = {"ip_range_blacklist"},
+        [F_IPWHITELIST] = {"ip_range_whitelist"},
+        [F_VERIFY] = {"federation_verify_certificates"},
+        [F_CAS] = {"federation_custom_ca_list"},
+        [F_DNS] = {"dns_servers"},
     };
     char d[80];
     const char *s;
@@ -1083,13 +1299,13 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         return;
 
     if (f[F_NAME].val && (s = want_string(c, f[F_NAME].val, "server_name")) != NULL) {
-        const char *bad = check_server_name(s);
-        if (bad != NULL) {
+        struct server_name sn;
+        const char *bad = check_server_name(s, &sn);
+        if (bad != NULL)
             problem_node(c, f[F_NAME].val, "server_name: invalid server name %s: %s",
                          describe(f[F_NAME].val, d, sizeof(d)), bad);
-        } else if ((cfg->server_name = copy_str(c, s)) != NULL) {
-            lowercase(cfg->server_name);
-        }
+        else
+            cfg->server_name = copy_str(c, sn.name);
     }
     if (f[F_KEY].val && (s = want_string(c, f[F_KEY].val, "signing_key_path")) != NULL)
         cfg->signing_key_path = copy_str(c, s);
@@ -1131,6 +1347,22 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         load_homeservers(c, cfg, f[F_HS].val);
     if (f[F_LIMITS].val)
         load_limits(c, &cfg->limits, f[F_LIMITS].val);
+    if (f[F_WHITELIST].val)
+        load_name_rules(c, cfg, f[F_WHITELIST].val);
+    if (f[F_SOVEREIGN].val)
+        load_ranges(c, &cfg->sovereign_ranges, f[F_SOVEREIGN].val, "sovereign_ranges", true);
+    if (f[F_BLACKLIST].val)
+        load_ranges(c, &cfg->ip_range_blacklist, f[F_BLACKLIST].val, "ip_range_blacklist", false);
+    if (f[F_IPWHITELIST].val)
+        load_ranges(c, &cfg->ip_range_whitelist, f[F_IPWHITELIST].val, "ip_range_whitelist", false);
+    cfg->federation_verify_certificates = true;
+    if (f[F_VERIFY].val)
+        want_bool(c, f[F_VERIFY].val, "federation_verify_certificates",
+                  &cfg->federation_verify_certificates);
+    if (f[F_CAS].val)
+        load_ca_list(c, cfg, f[F_CAS].val);
+    if (f[F_DNS].val)
+        load_dns_servers(c, cfg, f[F_DNS].val);
 out:
     free(tls_use);
 }
@@ -1330,6 +1562,22 @@ static void free_cert(struct cfg_cert *cert)
     free(cert->key);
 }
 
+static void free_ranges(struct cfg_ranges *r)
+{
+    for (size_t i = 0; i < r->nitems; i++)
+        free(r->items[i].label);
+    free(r->items);
+    free(r->file);
+    free(r->where);
+}
+
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 void config_free(struct config *cfg)
 {
     if (cfg == NULL)
@@ -1358,6 +1606,16 @@ void config_free(struct config *cfg)
     }
     free(cfg->old_signing_keys);
     free(cfg->access_log);
+    for (size_t i = 0; i < cfg->nfederation_domain_whitelist; i++) {
+        free(cfg->federation_domain_whitelist[i].pattern);
+        free(cfg->federation_domain_whitelist[i].label);
+    }
+    free(cfg->federation_domain_whitelist);
+    free_ranges(&cfg->sovereign_ranges);
+    free_ranges(&cfg->ip_range_blacklist);
+    free_ranges(&cfg->ip_range_whitelist);
+    free_strings(cfg->federation_custom_ca_list, cfg->nfederation_custom_ca_list);
+    free_strings(cfg->dns_servers, cfg->ndns_servers);
     free(cfg->path);
     free(cfg);
 }
@@ -1384,6 +1642,34 @@ static void print_kv(FILE *f, const char *indent, const char *key, const char *s
     fprintf(f, "%s%s: ", indent, key);
     print_str(f, s);
     fputc('\n', f);
+}
+
+/* defaults: what an absent key means (NULL: nothing). */
+static void print_ranges(FILE *f, const char *key, const struct cfg_ranges *r,
+                         const char *const *defaults)
+{
+    char t[64];
+    if (r->any) {
+        fprintf(f, "%s: any\n", key);
+    } else if (r->file != NULL) {
+        fprintf(f, "%s: ", key);
+        print_str(f, r->file);
+        fputc('\n', f);
+    } else if (!r->present) {
+        fprintf(f, "%s: [", key);
+        for (size_t i = 0; defaults != NULL && defaults[i] != NULL; i++) {
+            fputs(i ? ", " : "", f);
+            print_str(f, defaults[i]);
+        }
+        fprintf(f, "]\n");
+    } else {
+        fprintf(f, "%s: [", key);
+        for (size_t i = 0; i < r->nitems; i++) {
+            fputs(i ? ", " : "", f);
+            print_str(f, cidr_format(&r->items[i].cidr, t, sizeof(t)));
+        }
+        fprintf(f, "]\n");
+    }
 }
 
 void config_print(const struct config *cfg, FILE *f)
@@ -1457,4 +1743,33 @@ void config_print(const struct config *cfg, FILE *f)
             snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
         fprintf(f, "  %s: %s\n", s->name, v);
     }
+
+    if (cfg->federation_any) {
+        fprintf(f, "federation_domain_whitelist: any\n");
+    } else {
+        fprintf(f, "federation_domain_whitelist:\n");
+        for (size_t i = 0; i < cfg->nfederation_domain_whitelist; i++) {
+            fputs("  - ", f);
+            print_str(f, cfg->federation_domain_whitelist[i].pattern);
+            fputc('\n', f);
+        }
+    }
+    print_ranges(f, "sovereign_ranges", &cfg->sovereign_ranges, NULL);
+    print_ranges(f, "ip_range_blacklist", &cfg->ip_range_blacklist, policy_default_blacklist);
+    print_ranges(f, "ip_range_whitelist", &cfg->ip_range_whitelist, NULL);
+    fprintf(f, "federation_verify_certificates: %s\n",
+            cfg->federation_verify_certificates ? "true" : "false");
+    fprintf(f, "federation_custom_ca_list: [");
+    for (size_t i = 0; i < cfg->nfederation_custom_ca_list; i++) {
+        if (i > 0)
+            fputs(", ", f);
+        print_str(f, cfg->federation_custom_ca_list[i]);
+    }
+    fprintf(f, "]\ndns_servers: [");
+    for (size_t i = 0; i < cfg->ndns_servers; i++) {
+        if (i > 0)
+            fputs(", ", f);
+        print_str(f, cfg->dns_servers[i]);
+    }
+    fprintf(f, "]%s\n", cfg->ndns_servers ? "" : "  # empty: /etc/resolv.conf");
 }

@@ -130,6 +130,10 @@ def make_config(certs, tls_port, plain_port, homeservers, workers=2, limits=None
         "tls": {"certificates": [{"cert": str(c), "key": str(k)} for c, k in cert_pairs]},
         "homeservers": [{"server_name": n, "upstream": u} for n, u in homeservers],
         "limits": dict(DEFAULT_LIMITS, **(limits or {})),
+        # the policy keys are required; loopback is what these tests talk to
+        "federation_domain_whitelist": ["localhost", "*.localhost"],
+        "sovereign_ranges": ["127.0.0.0/8", "::1/128"],
+        "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
     }
     cfg.update(extra or {})
     return cfg

@@ -63,7 +63,21 @@ static const char full_yaml[] =
     "  upstream_idle_timeout: 31s\n"
     "  upstream_keepalive: 0\n"
     "  drain_timeout: 1d\n"
-    "  max_connections: 1000000\n";
+    "  max_connections: 1000000\n"
+    "  outbound_connect_timeout: 3s\n"
+    "  outbound_tls_timeout: 4s\n"
+    "  outbound_timeout: 5s\n"
+    "  outbound_idle_timeout: 6s\n"
+    "  outbound_keepalive: 7\n"
+    "  well_known_timeout: 8s\n"
+    "federation_domain_whitelist: [Agent.Finances.Tchap.Gouv.Fr, \"*.TCHAP.gouv.fr\", "
+    "\"hs.example:8448\", \"[2001:DB8::1]\"]\n"
+    "sovereign_ranges: etc/sovereign-ranges.txt\n"
+    "ip_range_blacklist: [\"10.0.0.0/8\", \"::ffff:192.168.0.0/112\", \"fc00::/7\"]\n"
+    "ip_range_whitelist: []\n"
+    "federation_verify_certificates: false\n"
+    "federation_custom_ca_list: [certs/dev/ca.crt, /etc/extra-ca.pem]\n"
+    "dns_servers: [\"127.0.0.1\", \"127.0.0.1:5353\", \"[::1]\", \"[::1]:53\"]\n";
 
 /* Write text to a fresh file under /tmp; path receives its name. */
 static void write_tmp(char *path, size_t cap, const char *text)
@@ -76,11 +90,29 @@ static void write_tmp(char *path, size_t cap, const char *text)
     assert_int_equal(close(fd), 0);
 }
 
+/*
+ * The policy keys are required. A text that does not mention them gets
+ * permissive ones appended at its end, so that the lines it was written with
+ * keep their numbers in the expected errors.
+ */
+#define POLICY_TAIL "federation_domain_whitelist: any\nsovereign_ranges: any\n"
+
 /* Load text; returns the rc and leaves the NUL-terminated error text in errors. */
 static int load_text(const char *text, struct config **cfg, struct buf *errors, char *path,
                      size_t cap)
 {
+    struct buf full = BUF_INIT;
+    if (strstr(text, "federation_domain_whitelist") == NULL &&
+        strstr(text, "sovereign_ranges") == NULL && strstr(text, "homeservers") != NULL) {
+        buf_append_str(&full, text);
+        if (full.len > 0 && buf_data(&full)[full.len - 1] != '\n')
+            buf_append_str(&full, "\n");
+        buf_append_str(&full, POLICY_TAIL);
+        buf_append(&full, "", 1);
+        text = buf_data(&full);
+    }
     write_tmp(path, cap, text);
+    buf_free(&full);
     int rc = config_load(path, cfg, errors);
     unlink(path);
     assert_int_equal(buf_append(errors, "", 1), 0);
@@ -219,6 +251,38 @@ static void test_full_config(void **state)
     assert_int_equal(l->upstream_keepalive, 0);
     assert_int_equal(l->drain_timeout_ms, 86400000);
     assert_int_equal(l->max_connections, 1000000);
+
+    assert_int_equal(cfg->limits.outbound_connect_timeout_ms, 3000);
+    assert_int_equal(cfg->limits.outbound_tls_timeout_ms, 4000);
+    assert_int_equal(cfg->limits.outbound_timeout_ms, 5000);
+    assert_int_equal(cfg->limits.outbound_idle_timeout_ms, 6000);
+    assert_int_equal(cfg->limits.outbound_keepalive, 7);
+    assert_int_equal(cfg->limits.well_known_timeout_ms, 8000);
+    assert_false(cfg->federation_any);
+    assert_int_equal(cfg->nfederation_domain_whitelist, 4);
+    assert_string_equal(cfg->federation_domain_whitelist[0].pattern,
+                        "agent.finances.tchap.gouv.fr");
+    assert_string_equal(cfg->federation_domain_whitelist[1].pattern, "*.tchap.gouv.fr");
+    assert_string_equal(cfg->federation_domain_whitelist[2].pattern, "hs.example:8448");
+    assert_string_equal(cfg->federation_domain_whitelist[3].pattern, "[2001:db8::1]");
+    assert_non_null(strstr(cfg->federation_domain_whitelist[1].label, ":43:61"));
+    assert_true(cfg->sovereign_ranges.present);
+    assert_false(cfg->sovereign_ranges.any);
+    assert_string_equal(cfg->sovereign_ranges.file, "etc/sovereign-ranges.txt");
+    assert_int_equal(cfg->ip_range_blacklist.nitems, 3);
+    char t[64];
+    assert_string_equal(cidr_format(&cfg->ip_range_blacklist.items[1].cidr, t, sizeof(t)),
+                        "192.168.0.0/16");
+    assert_true(cfg->ip_range_whitelist.present);
+    assert_int_equal(cfg->ip_range_whitelist.nitems, 0);
+    assert_false(cfg->federation_verify_certificates);
+    assert_int_equal(cfg->nfederation_custom_ca_list, 2);
+    assert_string_equal(cfg->federation_custom_ca_list[1], "/etc/extra-ca.pem");
+    assert_int_equal(cfg->ndns_servers, 4);
+    assert_string_equal(cfg->dns_servers[0], "127.0.0.1:53");
+    assert_string_equal(cfg->dns_servers[1], "127.0.0.1:5353");
+    assert_string_equal(cfg->dns_servers[2], "[::1]:53");
+    assert_string_equal(cfg->dns_servers[3], "[::1]:53");
     config_free(cfg);
 }
 
@@ -456,7 +520,14 @@ static void test_missing_required(void **state)
     (void)state;
     expect_errors("log_level: info\n", "1:1: missing required key 'server_name'\n"
                                        "1:1: missing required key 'listeners'\n"
-                                       "1:1: missing required key 'homeservers'\n");
+                                       "1:1: missing required key 'homeservers'\n"
+                                       "1:1: missing required key 'federation_domain_whitelist'\n"
+                                       "1:1: missing required key 'sovereign_ranges'\n");
+    /* The policy is the operator's to write: no silent default for either key. */
+    expect_errors(MINIMAL "federation_domain_whitelist: any\n",
+                  "1:1: missing required key 'sovereign_ranges'\n");
+    expect_errors(MINIMAL "sovereign_ranges: any\n",
+                  "1:1: missing required key 'federation_domain_whitelist'\n");
     expect_errors("# comment\n\n" LISTENERS CERTS HS, "3:1: missing required key 'server_name'\n");
     expect_errors(HEAD "listeners:\n  - type: federation\n" CERTS HS,
                   "3:5: missing required key 'bind' in listeners[0]\n");
@@ -576,7 +647,7 @@ static void test_multiple_errors(void **state)
                   "7:11: listeners[1].bind: invalid address '10.0.0.1:99999': the port must be "
                   "a number from 1 to 65535\n"
                   "9:18: homeservers[0].server_name: invalid server name 'hs..localhost': empty "
-                  "label in the host name\n"
+                  "label in server name\n"
                   "10:15: homeservers[0].upstream: invalid upstream 'https://hs.localhost': "
                   "https upstreams are not supported yet: use http:// on a trusted network\n"
                   "12:19: limits.header_timeout: expected a duration like 10s, got '10'\n"
@@ -806,8 +877,7 @@ static void test_server_names(void **state)
         {"1.2.3.4:1", "1.2.3.4:1"},
         {"[::1]", "[::1]"},
         {"[2001:DB8::1]:65535", "[2001:db8::1]:65535"},
-        {"a-b-.c", "a-b-.c"},
-        {"123", "123"},
+        {"a-b.c", "a-b.c"},
     };
     for (size_t i = 0; i < ARRAY_LEN(good); i++) {
         char yaml[512];
@@ -817,29 +887,35 @@ static void test_server_names(void **state)
         config_free(cfg);
     }
 
+    /* labels of 63 bytes: the whole host may be 255 bytes, not 256 */
     char longname[300];
     memset(longname, 'a', 256);
+    for (size_t i = 63; i < 256; i += 64)
+        longname[i] = '.';
     longname[256] = '\0';
     static const struct {
         const char *in, *why;
     } bad[] = {
-        {"bad name", "the host may only hold letters, digits, '-' and '.'"},
-        {"ex..com", "empty label in the host name"},
-        {".example.com", "empty label in the host name"},
-        {"example.com.", "empty label in the host name"},
-        {"example.com:0", "the port must be a number from 1 to 65535"},
-        {"example.com:65536", "the port must be a number from 1 to 65535"},
-        {"example.com:", "the port must be a number from 1 to 65535"},
-        {"example.com:123456", "the port must be a number from 1 to 65535"},
-        {":8448", "the host is empty"},
-        {"999.0.0.1", "invalid IPv4 address"},
-        {"[::1", "unterminated IPv6 literal"},
+        {"bad name", "invalid character in server name"},
+        {"ex..com", "empty label in server name"},
+        {".example.com", "empty label in server name"},
+        {"example.com.", "trailing dot in server name"},
+        {"example.com:0", "port out of range"},
+        {"example.com:65536", "port out of range"},
+        {"example.com:", "empty port"},
+        {"example.com:123456", "port out of range"},
+        {":8448", "empty host in server name"},
+        {"999.0.0.1", "invalid IPv4 address in server name"},
+        {"123", "invalid IPv4 address in server name"},
+        {"[::1", "missing ']' after IPv6 literal"},
         {"[xyz]", "invalid IPv6 literal"},
-        {"[::1]x", "unexpected characters after the host"},
-        {"::1", "an IPv6 address needs brackets, e.g. [::1]"},
-        {"fe80::1:8448", "an IPv6 address needs brackets, e.g. [::1]"},
-        {"ex_ample.com", "the host may only hold letters, digits, '-' and '.'"},
-        {"\xc3\xa9t\xc3\xa9.fr", "the host may only hold letters, digits, '-' and '.'"},
+        {"[::1]x", "invalid character after IPv6 literal"},
+        {"::1", "IPv6 literal must be in brackets"},
+        {"fe80::1:8448", "IPv6 literal must be in brackets"},
+        {"ex_ample.com", "invalid character in server name"},
+        {"\xc3\xa9t\xc3\xa9.fr", "invalid character in server name"},
+        {"a-b-.c", "label starts or ends with '-' in server name"},
+        {"user@attacker.com@elysee.fr", "invalid character in server name"},
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         char yaml[512], want[512];
@@ -859,16 +935,16 @@ static void test_server_names(void **state)
     longname[255] = 'a';
     snprintf(yaml, sizeof(yaml), "server_name: %s\n" LISTENERS CERTS HS, longname);
     snprintf(want, sizeof(want),
-             "1:14: server_name: invalid server name '%.60s...': the host is longer than 255 "
-             "characters\n",
+             "1:14: server_name: invalid server name '%.60s...': server name longer than 255 "
+             "bytes\n",
              longname);
     expect_errors(yaml, want);
 
     /* The homeserver names follow the same grammar. */
     expect_errors(HEAD LISTENERS CERTS
                   "homeservers:\n  - server_name: \"hs:99999\"\n    upstream: http://[::1]\n",
-                  "8:18: homeservers[0].server_name: invalid server name 'hs:99999': the port "
-                  "must be a number from 1 to 65535\n");
+                  "8:18: homeservers[0].server_name: invalid server name 'hs:99999': port out "
+                  "of range\n");
 }
 
 static void test_tls_requires_certificates(void **state)
@@ -935,6 +1011,78 @@ static void test_old_signing_keys(void **state)
                   "got a sequence\n");
 }
 
+static void test_policy_keys(void **state)
+{
+    (void)state;
+    /* the words */
+    struct config *cfg = load_ok(MINIMAL "federation_domain_whitelist: any\n"
+                                         "sovereign_ranges: any\n");
+    assert_true(cfg->federation_any);
+    assert_true(cfg->sovereign_ranges.any);
+    assert_false(cfg->ip_range_blacklist.present);
+    assert_true(cfg->federation_verify_certificates);
+    assert_int_equal(cfg->ndns_servers, 0);
+    assert_int_equal(cfg->limits.outbound_connect_timeout_ms, 10000);
+    assert_int_equal(cfg->limits.well_known_timeout_ms, 10000);
+    assert_int_equal(cfg->limits.outbound_keepalive, 16);
+    char *text = print_to_string(cfg);
+    assert_non_null(strstr(text, "federation_domain_whitelist: any\n"));
+    assert_non_null(strstr(text, "sovereign_ranges: any\n"));
+    /* an absent blacklist prints as the defaults it means */
+    assert_non_null(strstr(text, "ip_range_blacklist: [\"127.0.0.0/8\", \"10.0.0.0/8\""));
+    free(text);
+    config_free(cfg);
+
+    /* a list of CIDRs keeps where each came from */
+    cfg = load_ok(MINIMAL "federation_domain_whitelist: [a.example]\n"
+                          "sovereign_ranges:\n  - 192.0.2.0/24\n  - \"2001:db8::/32\"\n");
+    assert_int_equal(cfg->sovereign_ranges.nitems, 2);
+    assert_int_equal(cfg->sovereign_ranges.items[1].cidr.family, 6);
+    assert_non_null(strstr(cfg->sovereign_ranges.items[1].label, ":13:5"));
+    config_free(cfg);
+
+    expect_errors(MINIMAL "federation_domain_whitelist: []\nsovereign_ranges: any\n",
+                  "10:30: federation_domain_whitelist: must not be empty (list the servers to "
+                  "federate with, or write any)\n");
+    expect_errors(MINIMAL "federation_domain_whitelist: all\nsovereign_ranges: any\n",
+                  "10:30: federation_domain_whitelist: expected a list of server names or the "
+                  "word any, got 'all'\n");
+    expect_errors(MINIMAL "federation_domain_whitelist: [\"*\", \"*example.org\", \"*.a:80\", "
+                          "\"user@attacker.com@elysee.fr\", \"a..b\"]\n"
+                          "sovereign_ranges: any\n",
+                  "10:31: federation_domain_whitelist[0]: invalid wildcard '*': expected *.suffix "
+                  "with a host name suffix (no port)\n"
+                  "10:36: federation_domain_whitelist[1]: invalid wildcard '*example.org': "
+                  "expected *.suffix with a host name suffix (no port)\n"
+                  "10:52: federation_domain_whitelist[2]: invalid wildcard '*.a:80': expected "
+                  "*.suffix with a host name suffix (no port)\n"
+                  "10:62: federation_domain_whitelist[3]: invalid server name "
+                  "'user@attacker.com@elysee.fr': invalid character in server name\n"
+                  "10:93: federation_domain_whitelist[4]: invalid server name 'a..b': empty label "
+                  "in server name\n");
+    expect_errors(MINIMAL "federation_domain_whitelist: any\nsovereign_ranges: []\n",
+                  "11:19: sovereign_ranges: must not be empty (list the sovereign ranges, or write "
+                  "any to disable the check)\n");
+    expect_errors(MINIMAL "federation_domain_whitelist: any\nsovereign_ranges: [10.1.0.0/8]\n"
+                          "ip_range_blacklist: any\nip_range_whitelist: [\"::1/129\"]\n",
+                  "11:20: sovereign_ranges[0]: invalid CIDR '10.1.0.0/8': host bits set (did you "
+                  "mean 10.0.0.0/8?)\n"
+                  "12:21: ip_range_blacklist: the word any is only meaningful for "
+                  "sovereign_ranges\n"
+                  "13:22: ip_range_whitelist[0]: invalid CIDR '::1/129': prefix length out of "
+                  "range\n");
+    expect_errors(MINIMAL "federation_domain_whitelist: any\nsovereign_ranges: any\n"
+                          "dns_servers: [\"::1\", \"1.2.3.4:0\", localhost]\n"
+                          "federation_verify_certificates: yes\n",
+                  "12:15: dns_servers[0]: invalid DNS server '::1': an IPv6 address needs "
+                  "brackets, e.g. [::1]:53\n"
+                  "12:22: dns_servers[1]: invalid DNS server '1.2.3.4:0': the port must be a "
+                  "number from 1 to 65535\n"
+                  "12:35: dns_servers[2]: invalid DNS server 'localhost': expected a numeric IPv4 "
+                  "address or a bracketed IPv6 address\n"
+                  "13:33: federation_verify_certificates: expected true or false, got 'yes'\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -958,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_server_names),
         cmocka_unit_test(test_tls_requires_certificates),
         cmocka_unit_test(test_old_signing_keys),
+        cmocka_unit_test(test_policy_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

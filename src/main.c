@@ -10,10 +10,14 @@
 #include <uv.h>
 
 #include "chappe/b64.h"
+#include "chappe/cidr.h"
 #include "chappe/cjson.h"
+#include "chappe/client.h"
 #include "chappe/config.h"
 #include "chappe/keys.h"
 #include "chappe/log.h"
+#include "chappe/policy.h"
+#include "chappe/resolve.h"
 #include "chappe/sign.h"
 #include "chappe/tls.h"
 #include "chappe/util.h"
@@ -34,6 +38,12 @@ static const char usage_text[] =
     "  keygen [-o FILE]         make a new ed25519 signing key (Synapse format; 0600, never "
     "overwrites)\n"
     "  key public --key FILE    print each key's id and unpadded base64 public key\n"
+    "  policy check NAME|IP [-c FILE]\n"
+    "                           resolve NAME as the relay would and explain every policy\n"
+    "                           decision; exit 0 allow, 1 deny\n"
+    "  fed-request [-c FILE] [--key FILE] [--origin NAME] METHOD DEST PATH [BODY]\n"
+    "                           send an X-Matrix signed request to server DEST (BODY: JSON,\n"
+    "                           - for stdin); exit 0 when a response came back\n"
     "  json canonical           canonical JSON of stdin on stdout (errors name the JSON path)\n"
     "  json sign --key FILE --server-name NAME\n"
     "                           sign the JSON object on stdin with the first key of FILE\n"
@@ -52,21 +62,31 @@ static int usage(FILE *f, int status)
 
 /* Options of every command; each command says which it takes. */
 struct opts {
-    const char *config, *output, *key, *server_name, *key_id, *public_key;
+    const char *config, *output, *key, *server_name, *key_id, *public_key, *origin;
+    int npos; /* positional arguments left in argv[optind..] (commands that take them) */
+    char **pos;
 };
 
 /*
  * Parse the options in allowed (their letters: c config, o output, k key,
- * s server-name, i key-id, p public-key). 0, 1 for --help, 2 for a usage error.
+ * s server-name, i key-id, p public-key, O origin). 0, 1 for --help, 2 for a
+ * usage error. Positional arguments are a usage error unless o->pos is wanted
+ * (npos set to -1 by the caller): then they are left in o->pos / o->npos.
  */
 static int parse_opts(int argc, char **argv, const char *allowed, struct opts *o)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"output", required_argument, NULL, 'o'},
-        {"key", required_argument, NULL, 'k'},    {"server-name", required_argument, NULL, 's'},
-        {"key-id", required_argument, NULL, 'i'}, {"public-key", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"output", required_argument, NULL, 'o'},
+        {"key", required_argument, NULL, 'k'},
+        {"server-name", required_argument, NULL, 's'},
+        {"key-id", required_argument, NULL, 'i'},
+        {"public-key", required_argument, NULL, 'p'},
+        {"origin", required_argument, NULL, 'O'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
+    bool want_pos = o->npos < 0;
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
@@ -79,8 +99,14 @@ static int parse_opts(int argc, char **argv, const char *allowed, struct opts *o
                             : ch == 'k' ? &o->key
                             : ch == 's' ? &o->server_name
                             : ch == 'i' ? &o->key_id
-                                        : &o->public_key;
+                            : ch == 'p' ? &o->public_key
+                                        : &o->origin;
         *slot = optarg;
+    }
+    if (want_pos) {
+        o->pos = argv + optind;
+        o->npos = argc - optind;
+        return 0;
     }
     return optind == argc ? 0 : 2;
 }
@@ -99,6 +125,22 @@ static int load_config(const char *path, struct config **cfg)
     return rc;
 }
 
+static void print_errors(const char *cmd, const struct buf *err);
+
+/* Build the policy once to check its list files. 0 or a negative code (errors printed). */
+static int check_policy(const char *cmd, const struct config *cfg)
+{
+    struct buf err = BUF_INIT;
+    struct policy *pol = NULL;
+    int rc = policy_new(cfg, &pol, &err);
+    if (rc < 0)
+        print_errors(cmd, &err);
+    else
+        policy_unref(pol);
+    buf_free(&err);
+    return rc;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     struct opts opt = {.config = CONFIG_DEFAULT_PATH};
@@ -109,9 +151,14 @@ static int cmd_check_config(int argc, char **argv)
     struct config *cfg = NULL;
     if (load_config(path, &cfg) < 0)
         return 1;
-    config_print(cfg, stdout);
+    /* the policy's list files are part of the configuration */
+    int status = check_policy("check-config", cfg) == 0 ? 0 : 1;
+    if (status == 0)
+        config_print(cfg, stdout);
+    else
+        fprintf(stderr, "chappe: %s: configuration is not valid\n", path);
     config_free(cfg);
-    return 0;
+    return status;
 }
 
 static int cmd_keygen(int argc, char **argv)
@@ -321,6 +368,305 @@ static int cmd_key(int argc, char **argv)
     return 0;
 }
 
+/* --- policy check and fed-request ------------------------------------------------------ */
+
+/* The outbound stack of one CLI command, on its own loop (not a worker's). */
+struct outbound {
+    uv_loop_t loop;
+    struct policy *pol;
+    struct dns *dns;
+    struct client *cl;
+    struct resolve *res;
+};
+
+static int outbound_open(const char *cmd, const struct config *cfg, struct outbound *ob)
+{
+    struct buf err = BUF_INIT;
+    int rc;
+    memset(ob, 0, sizeof(*ob));
+    uv_loop_init(&ob->loop);
+    if ((rc = policy_new(cfg, &ob->pol, &err)) == 0 &&
+        (rc = dns_new(&ob->loop, cfg, &ob->dns, &err)) == 0 &&
+        (rc = client_new(&ob->loop, cfg, ob->pol, &ob->cl, &err)) == 0)
+        rc = resolve_new(&ob->loop, cfg, ob->cl, ob->dns, &ob->res);
+    if (rc < 0) {
+        if (err.len == 0)
+            buf_appendf(&err, "%s", util_strerror(rc));
+        print_errors(cmd, &err);
+    }
+    buf_free(&err);
+    return rc;
+}
+
+static void outbound_close(struct outbound *ob)
+{
+    if (ob->res != NULL)
+        resolve_free(ob->res);
+    if (ob->cl != NULL)
+        client_free(ob->cl);
+    if (ob->dns != NULL)
+        dns_free(ob->dns);
+    uv_run(&ob->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ob->loop);
+    if (ob->pol != NULL)
+        policy_unref(ob->pol);
+}
+
+static void warn_policy(const struct config *cfg)
+{
+    if (cfg->sovereign_ranges.any)
+        log_warn("sovereign_ranges is `any`: outbound addresses are not checked for sovereignty");
+    if (cfg->federation_any)
+        log_warn("federation_domain_whitelist is `any`: every server name is allowed");
+    if (!cfg->federation_verify_certificates)
+        log_warn("federation_verify_certificates is false: remote certificates are NOT verified");
+}
+
+static void trace_stdout(void *ud, const char *line)
+{
+    (void)ud;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+static void trace_stderr(void *ud, const char *line)
+{
+    (void)ud;
+    fprintf(stderr, "%s\n", line);
+}
+
+struct check_state {
+    int status; /* exit status */
+};
+
+static void on_checked(void *ud, const struct resolve_result *res)
+{
+    struct check_state *st = ud;
+    if (res->status == 0) {
+        printf("decision: allow\n");
+        st->status = 0;
+    } else {
+        printf("decision: deny %s\n", res->reason ? res->reason : "error");
+        fprintf(stderr, "chappe policy check: %s\n", res->why);
+        st->status = 1;
+    }
+}
+
+static int cmd_policy(int argc, char **argv)
+{
+    struct opts opt = {.config = CONFIG_DEFAULT_PATH, .npos = -1};
+    if (argc < 2 || strcmp(argv[1], "check") != 0) {
+        fprintf(stderr, "chappe policy: expected 'check NAME|IP [-c FILE]'\n");
+        return 2;
+    }
+    int o = parse_opts(argc - 1, argv + 1, "c", &opt);
+    if (o)
+        return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    if (opt.npos != 1) {
+        fprintf(stderr, "chappe policy check: expected one server name or IP address\n");
+        return 2;
+    }
+    const char *arg = opt.pos[0];
+    struct config *cfg = NULL;
+    if (load_config(opt.config, &cfg) < 0)
+        return 2;
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    warn_policy(cfg);
+    struct outbound ob;
+    struct check_state st = {.status = 1};
+    if (outbound_open("policy check", cfg, &ob) < 0) {
+        st.status = 2;
+        goto out;
+    }
+    int family;
+    uint8_t ip[16];
+    if (cidr_parse_ip(arg, strlen(arg), &family, ip) == 0) {
+        /* a bare address: the address rules only */
+        struct policy_decision d = policy_check_ip(ob.pol, family, ip);
+        printf("address %s: %s%s%s (%s)\n", arg, d.allow ? "allow" : "deny ",
+               d.allow ? "" : policy_reason_code(d.reason), "", d.rule);
+        printf("decision: %s%s\n", d.allow ? "allow" : "deny ",
+               d.allow ? "" : policy_reason_code(d.reason));
+        st.status = d.allow ? 0 : 1;
+        goto out;
+    }
+    printf("check %s\n", arg);
+    if (resolve_server(ob.res, arg, on_checked, trace_stdout, &st) == NULL) {
+        fprintf(stderr, "chappe policy check: out of memory\n");
+        goto out;
+    }
+    uv_run(&ob.loop, UV_RUN_DEFAULT);
+out:
+    outbound_close(&ob);
+    config_free(cfg);
+    return st.status;
+}
+
+struct fed_state {
+    int status;
+};
+
+static void fed_on_connected(void *ud, const struct client_target *t, bool reused)
+{
+    char a[64];
+    (void)ud;
+    fprintf(stderr, "connected %s host=%s tls=%s%s\n",
+            client_format_addr((const struct sockaddr *)&t->addr, a, sizeof(a)), t->host,
+            t->tls_name, reused ? " (reused)" : "");
+}
+
+static int fed_on_head(void *ud, const struct http_msg *msg)
+{
+    (void)ud;
+    printf("HTTP/%u.%u %d %.*s\n", msg->http_major, msg->http_minor, msg->status,
+           (int)msg->reason.len, msg->reason.base);
+    for (size_t i = 0; i < msg->nfields; i++)
+        printf("%.*s: %.*s\n", (int)msg->fields[i].name.len, msg->fields[i].name.base,
+               (int)msg->fields[i].value.len, msg->fields[i].value.base);
+    printf("\n");
+    return 0;
+}
+
+static int fed_on_body(void *ud, const char *p, size_t n)
+{
+    (void)ud;
+    return fwrite(p, 1, n, stdout) == n ? 0 : CH_EIO;
+}
+
+static void fed_on_complete(void *ud)
+{
+    struct fed_state *st = ud;
+    fflush(stdout);
+    st->status = 0;
+}
+
+static void fed_on_error(void *ud, int err, const char *why, bool sent)
+{
+    struct fed_state *st = ud;
+    (void)sent;
+    fflush(stdout);
+    fprintf(stderr, "error: %s (%s)\n", why, util_strerror(err));
+    st->status = 1;
+}
+
+static const struct client_handler fed_handler = {
+    .on_connected = fed_on_connected,
+    .on_head = fed_on_head,
+    .on_body = fed_on_body,
+    .on_complete = fed_on_complete,
+    .on_error = fed_on_error,
+};
+
+/* An HTTP method token (RFC 9110 section 9.1), upper case as federation uses them. */
+static bool valid_method(const char *m)
+{
+    if (*m == '\0' || strlen(m) > 16)
+        return false;
+    for (; *m; m++)
+        if (*m < 'A' || *m > 'Z')
+            return false;
+    return true;
+}
+
+/* An origin-form target: "/" then visible ASCII only (no space, no control byte). */
+static bool valid_target(const char *t)
+{
+    if (t[0] != '/')
+        return false;
+    for (; *t; t++)
+        if ((unsigned char)*t <= 0x20 || (unsigned char)*t >= 0x7f)
+            return false;
+    return true;
+}
+
+static int cmd_fed_request(int argc, char **argv)
+{
+    struct opts opt = {.config = CONFIG_DEFAULT_PATH, .npos = -1};
+    int o = parse_opts(argc, argv, "ckO", &opt);
+    if (o)
+        return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    if (opt.npos < 3 || opt.npos > 4) {
+        fprintf(stderr, "chappe fed-request: expected METHOD DEST PATH [BODY]\n");
+        return 2;
+    }
+    const char *method = opt.pos[0], *dest = opt.pos[1], *path = opt.pos[2];
+    const char *body = opt.npos == 4 ? opt.pos[3] : NULL;
+    if (!valid_method(method) || !valid_target(path)) {
+        fprintf(stderr, "chappe fed-request: METHOD must be upper-case letters and PATH start "
+                        "with / and hold no space or control character\n");
+        return 2;
+    }
+    struct config *cfg = NULL;
+    if (load_config(opt.config, &cfg) < 0)
+        return 2;
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    warn_policy(cfg);
+    const char *key_path = opt.key ? opt.key : cfg->signing_key_path;
+    const char *origin = opt.origin ? opt.origin : cfg->server_name;
+    struct fed_state st = {.status = 2};
+    struct sign_key *keys = NULL;
+    size_t nkeys = 0;
+    json_t *content = NULL;
+    struct buf in = BUF_INIT, auth = BUF_INIT, hdr = BUF_INIT, err = BUF_INIT;
+    struct outbound ob = {0};
+    bool ob_open = false;
+    if (key_path == NULL) {
+        fprintf(stderr, "chappe fed-request: no key: give --key FILE or signing_key_path\n");
+        goto out;
+    }
+    if (load_key_file("fed-request", key_path, &keys, &nkeys) < 0)
+        goto out;
+    if (body != NULL && strcmp(body, "-") == 0) {
+        if (read_stdin(&in) < 0) {
+            fprintf(stderr, "chappe fed-request: cannot read the body from stdin\n");
+            goto out;
+        }
+    } else if (body != NULL) {
+        buf_append(&in, body, strlen(body));
+    }
+    if (body != NULL && cjson_parse(buf_data(&in), in.len, &content, &err) < 0) {
+        print_errors("fed-request: BODY", &err);
+        goto out;
+    }
+    if (sign_request(&auth, &keys[0], method, path, origin, dest, content, &err) < 0) {
+        print_errors("fed-request", &err);
+        goto out;
+    }
+    buf_appendf(&hdr, "Authorization: %.*s\r\n", (int)auth.len, buf_data(&auth));
+    if (body != NULL)
+        buf_appendf(&hdr, "Content-Type: application/json\r\n");
+    buf_append(&hdr, "", 1); /* NUL-terminate for client_request.headers */
+    ob_open = true;          /* outbound_close undoes whatever part of the opening succeeded */
+    if (outbound_open("fed-request", cfg, &ob) < 0)
+        goto out;
+    struct client_request req = {
+        .method = method,
+        .target = path,
+        .headers = buf_data(&hdr),
+        .body = body != NULL ? buf_data(&in) : NULL,
+        .body_len = in.len,
+    };
+    st.status = 1;
+    if (resolve_request(ob.res, dest, &req, &fed_handler, trace_stderr, &st) == NULL) {
+        fprintf(stderr, "chappe fed-request: out of memory\n");
+        goto out;
+    }
+    uv_run(&ob.loop, UV_RUN_DEFAULT);
+out:
+    if (ob_open)
+        outbound_close(&ob);
+    json_decref(content);
+    sign_keys_free(keys, nkeys);
+    buf_free(&in);
+    buf_free(&auth);
+    buf_free(&hdr);
+    buf_free(&err);
+    config_free(cfg);
+    return st.status;
+}
+
 /* --- run ------------------------------------------------------------------------------- */
 
 struct runtime {
@@ -442,6 +788,12 @@ static int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int status = 1;
     struct tls_material *m = NULL;
+    if (check_policy("run", cfg) < 0) {
+        log_error("%s: the policy could not be loaded", path);
+        config_free(cfg);
+        return 1;
+    }
+    warn_policy(cfg);
     struct keys_own keys = {0};
     unsigned started = 0;
     if (log_access_open(cfg->access_log) < 0) {
@@ -557,6 +909,10 @@ int main(int argc, char **argv)
         return cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "json") == 0)
         return cmd_json(argc - 1, argv + 1);
+    if (strcmp(cmd, "policy") == 0)
+        return cmd_policy(argc - 1, argv + 1);
+    if (strcmp(cmd, "fed-request") == 0)
+        return cmd_fed_request(argc - 1, argv + 1);
     if (strcmp(cmd, "key") == 0)
         return cmd_key(argc - 1, argv + 1);
     fprintf(stderr, "chappe: unknown command '%s'\n", cmd);

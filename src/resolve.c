@@ -492,7 +492,7 @@ static struct wk_entry *wk_new(struct resolve *r, const char *host)
         r->wk[victim] = r->wk[--r->nwk];
     }
     if (r->nwk % 64 == 0) {
-        struct wk_entry **v = realloc(r->wk, (r->nwk + 64) * sizeof(*v));
+        struct wk_entry **v = realloc(r->wk, (r->nwk + 64) * sizeof(struct wk_entry *));
         if (v == NULL)
             return NULL;
         r->wk = v;

@@ -81,8 +81,8 @@ static void check_server_name(const char *in, size_t n)
         CHECK(sn.type == SERVER_HOST_DNS && hl > 8);
         CHECK(memcmp(sn.host + hl - 8, ".gouv.fr", 8) == 0);
     }
-    if (!d.allow)
-        CHECK(d.rule[0] == '\0');
+    /* every decision names what decided it, a rule or the lack of one */
+    CHECK(d.rule[0] != '\0');
 }
 
 static void check_cidr(const char *in, size_t n)

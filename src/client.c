@@ -1183,7 +1183,7 @@ struct client_exchange *client_send(struct client *c, const struct client_target
             defer_error(x, CH_EPERM, "%s: %s (%s)", policy_reason_code(d.reason), ip, d.rule);
         else
             defer_error(x, CH_EPERM, "%s: %s", policy_reason_code(d.reason), ip);
-        log_debug("client: %s", x->why);
+        log_info("policy: outbound deny at connect: %s", x->why);
         return x;
     }
     struct cconn *k = pool_take(c, t);

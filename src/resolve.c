@@ -176,6 +176,9 @@ static struct policy_decision check_name(struct resolve_query *q, const struct s
 {
     struct policy_decision d = policy_check_name(client_policy(q->r->cl), sn);
     policy_count(POLICY_OUTBOUND, d.reason);
+    if (!d.allow && q->trace == NULL)
+        log_info("policy: outbound deny %s: name %s (%s)", policy_reason_code(d.reason), sn->name,
+                 d.rule);
     if (d.allow)
         QTRACE(q, "name %s: allow (%s)", sn->name, d.rule);
     else
@@ -207,6 +210,9 @@ static bool check_addr(struct client *cl, const struct sockaddr_storage *ss, res
     struct policy_decision d = policy_check_addr(client_policy(cl), (const struct sockaddr *)ss);
     policy_count(POLICY_OUTBOUND, d.reason);
     ip_text((const struct sockaddr *)ss, ip, sizeof(ip));
+    if (!d.allow && fn == NULL)
+        log_info("policy: outbound deny %s: address %s (%s)", policy_reason_code(d.reason), ip,
+                 d.rule);
     if (d.allow)
         trace(fn, ud, "address %s: allow (%s)", ip, d.rule);
     else

@@ -1035,10 +1035,10 @@ static char *node_label(struct ctx *c, const yaml_node_t *n)
     return s;
 }
 
+/* The word, quoted or not (a list file named "any" would be a trap, not a feature). */
 static bool is_word(const yaml_node_t *n, const char *word)
 {
-    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-           strcmp(scalar_text(n), word) == 0;
+    return n->type == YAML_SCALAR_NODE && strcmp(scalar_text(n), word) == 0;
 }
 
 /*

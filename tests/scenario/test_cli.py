@@ -102,3 +102,45 @@ def test_run_missing_certificate(certs, tmp_path):
     assert "nope.crt" in r.stderr, "the error does not name the missing certificate:\n%s" % (
         r.stderr)
     no_sanitizer(r.stderr, "run missing certificate")
+
+
+def _policy_config(certs, tmp_path, **keys):
+    cfg = make_config(certs, free_port(), free_port(),
+                      [("hs.localhost", "http://127.0.0.1:%d" % free_port())],
+                      extra=keys)
+    p = tmp_path / "policy.yaml"
+    p.write_text(to_yaml(cfg))
+    return p
+
+
+def test_bad_sovereign_ranges_file_stops_check_config_and_run(certs, tmp_path):
+    """A list file is part of the configuration: a bad line is FILE:LINE for check-config,
+    and run refuses to start rather than run without its border."""
+    ranges = tmp_path / "sovereign.txt"
+    ranges.write_text("# ministries\n192.0.2.0/24\n10.1.0.0/8  # oops\n2001:db8::/32\n")
+    p = _policy_config(certs, tmp_path, sovereign_ranges=str(ranges))
+    for cmd in (["check-config", "-c", str(p)], ["run", "-c", str(p)]):
+        r = run_cli(harness.debug_bin(), cmd, timeout=20)
+        assert r.returncode == 1, "%s exited %d:\n%s" % (cmd[0], r.returncode, r.stderr)
+        assert "%s:3: invalid prefix" % ranges in r.stderr, r.stderr
+        assert "did you mean 10.0.0.0/8?" in r.stderr, r.stderr
+        assert "ready" not in r.stderr
+        no_sanitizer(r.stderr, cmd[0])
+    ranges.write_text("# ministries\n192.0.2.0/24\n10.0.0.0/8\n")
+    r = run_cli(harness.debug_bin(), ["check-config", "-c", str(p)])
+    assert r.returncode == 0, r.stderr
+    assert 'sovereign_ranges: "%s"' % ranges in r.stdout, r.stdout
+
+
+def test_run_warns_when_a_check_is_disabled(certs, tmp_path):
+    """sovereign_ranges: any and federation_verify_certificates: false start, loudly."""
+    p = _policy_config(certs, tmp_path, sovereign_ranges="any",
+                       federation_verify_certificates=False)
+    ch = harness.Chappe(harness.debug_bin(), tmp_path, p.read_text())
+    ch.start()
+    try:
+        err = ch.stderr()
+        assert "sovereign_ranges is `any`" in err, err
+        assert "remote certificates are NOT verified" in err, err
+    finally:
+        ch.stop()

@@ -89,6 +89,10 @@ def test_verification_off_accepts_unknown_ca(fednet, tmp_path):
     r = fed_request(cfg, "GET", n("rogue") + ":8461", VERSION_PATH)
     assert r.rc == 0 and parse_response(r.out)[0] == 200, r.show()
     assert len(fednet.seen_since(mark, SOV + "81", 8461)) == 1
+    # never silent: a warning at start, and one for the connection made unverified
+    assert "federation_verify_certificates is false: remote certificates are NOT verified" \
+        in r.err, r.show()
+    assert "not verifying the certificate of 127.0.5.81:8461" in r.err, r.show()
 
 
 def test_system_bundle_alone_does_not_trust_test_ca(fednet, tmp_path):

@@ -174,6 +174,9 @@ def test_any_whitelist_and_any_ranges(fednet, tmp_path):
     r = policy_check(cfg, "blocked.notchappe.test:8448")
     st = Steps(r.out)
     _allow(r, st)
+    # disabling a check is explicit, and said out loud at start
+    assert "sovereign_ranges is `any`" in r.err, r.show()
+    assert "federation_domain_whitelist is `any`" in r.err, r.show()
     assert st.targets == [(SOV + "90", 8448, "blocked.notchappe.test:8448",
                            "blocked.notchappe.test")], r.show()
     for ip in ("127.0.6.1", "8.8.8.8", "::1"):

@@ -1033,6 +1033,13 @@ static void test_policy_keys(void **state)
     free(text);
     config_free(cfg);
 
+    /* quoted, the word is still the word (not a list file named any) */
+    cfg = load_ok(MINIMAL "federation_domain_whitelist: \"any\"\nsovereign_ranges: 'any'\n");
+    assert_true(cfg->federation_any);
+    assert_true(cfg->sovereign_ranges.any);
+    assert_null(cfg->sovereign_ranges.file);
+    config_free(cfg);
+
     /* a list of CIDRs keeps where each came from */
     cfg = load_ok(MINIMAL "federation_domain_whitelist: [a.example]\n"
                           "sovereign_ranges:\n  - 192.0.2.0/24\n  - \"2001:db8::/32\"\n");

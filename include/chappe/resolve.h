@@ -46,7 +46,11 @@ struct resolve;
 /* 0 and *out, or CH_ENOMEM. cl and dns must outlive it; cfg too. */
 int resolve_new(uv_loop_t *loop, const struct config *cfg, struct client *cl, struct dns *dns,
                 struct resolve **out);
-/* Cancel everything pending (no callbacks). */
+/*
+ * Free the resolver and its .well-known cache; fetches in flight are
+ * abandoned. Every query and request must have completed or been cancelled
+ * first. The loop must run afterwards to finish closing.
+ */
 void resolve_free(struct resolve *r);
 
 typedef void (*resolve_cb)(void *ud, const struct resolve_result *res);

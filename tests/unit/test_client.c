@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +24,8 @@
 #include "chappe/tls.h"
 #include "chappe/util.h"
 
+#include "testcerts.h"
+
 #ifndef CHAPPE_VERSION
 #define CHAPPE_VERSION "0.1.0"
 #endif
@@ -35,86 +36,23 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Certificates: certs/gen.sh into a temporary directory */
 
-static char dir[64]; /* /tmp/chappe-client-test-XXXXXX */
 static struct tls_material *material;
-
-static const char *path(const char *name)
-{
-    static char ring[8][256];
-    static unsigned next;
-    char *p = ring[next++ % 8];
-    snprintf(p, sizeof(ring[0]), "%s/%s", dir, name);
-    return p;
-}
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int find_gen(char *out, size_t cap)
-{
-    const char *src = getenv("CHAPPE_SRCDIR");
-    if (src) {
-        snprintf(out, cap, "%s/certs/gen.sh", src);
-        return access(out, R_OK);
-    }
-    if (access("certs/gen.sh", R_OK) == 0) {
-        snprintf(out, cap, "certs/gen.sh");
-        return 0;
-    }
-    const char *me = __FILE__;
-    const char *tail = strstr(me, "tests/unit/test_client.c");
-    if (tail == NULL)
-        return -1;
-    snprintf(out, cap, "%.*scerts/gen.sh", (int)(tail - me), me);
-    return access(out, R_OK);
-}
 
 static int group_setup(void **state)
 {
     (void)state;
-    char gen[512];
     if (tls_global_init() != 0)
         return -1;
-    snprintf(dir, sizeof(dir), "/tmp/chappe-client-test-XXXXXX");
-    if (mkdtemp(dir) == NULL)
+    if (testcerts_make("client") != 0)
         return -1;
-    if (find_gen(gen, sizeof(gen)) != 0) {
-        fprintf(stderr, "certs/gen.sh not found (set CHAPPE_SRCDIR)\n");
-        return -1;
-    }
-    if (run("sh '%s' '%s' >/dev/null", gen, dir) != 0)
-        return -1;
-    char crt[256], key[256];
-    snprintf(crt, sizeof(crt), "%s", path("server.crt"));
-    snprintf(key, sizeof(key), "%s", path("server.key"));
-    struct cfg_cert cc = {crt, key};
-    struct config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.tls.certificates = &cc;
-    cfg.tls.ncertificates = 1;
-    struct buf err = BUF_INIT;
-    int rc = tls_material_load(&cfg, &material, &err);
-    if (rc != 0)
-        fprintf(stderr, "%.*s", (int)err.len, buf_data(&err));
-    buf_free(&err);
-    return rc;
+    return testcerts_material("server", &material);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
     tls_material_unref(material);
-    if (dir[0] && strncmp(dir, "/tmp/chappe-client-test-", 24) == 0)
-        run("rm -rf '%s'", dir);
+    testcerts_remove();
     tls_global_free();
     return 0;
 }

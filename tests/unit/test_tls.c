@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,114 +15,27 @@
 
 #include <cmocka.h>
 
+#include "testcerts.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Fixtures: certificates made at run time under /tmp, removed at the end. */
 
-static char dir[64];        /* /tmp/chappe-tls-test-XXXXXX */
 static mbedtls_x509_crt ca; /* the dev CA, for clients that verify */
-
-static const char *path(const char *name)
-{
-    /* A small ring so that several paths can be alive in one expression. */
-    static char ring[8][256];
-    static unsigned next;
-    char *p = ring[next++ % 8];
-    snprintf(p, sizeof(ring[0]), "%s/%s", dir, name);
-    return p;
-}
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return rc == 0 ? 0 : -1;
-}
-
-/* certs/gen.sh: from $CHAPPE_SRCDIR, the current directory, or next to this source file. */
-static int find_gen(char *out, size_t cap)
-{
-    const char *src = getenv("CHAPPE_SRCDIR");
-    if (src) {
-        snprintf(out, cap, "%s/certs/gen.sh", src);
-        return access(out, R_OK);
-    }
-    if (access("certs/gen.sh", R_OK) == 0) {
-        snprintf(out, cap, "certs/gen.sh");
-        return 0;
-    }
-    const char *me = __FILE__;
-    const char *tail = strstr(me, "tests/unit/test_tls.c");
-    if (tail == NULL)
-        return -1;
-    snprintf(out, cap, "%.*scerts/gen.sh", (int)(tail - me), me);
-    return access(out, R_OK);
-}
-
-/* A self-signed EC leaf with only a CN, valid in 2001-2002, written with mbedTLS. */
-static int make_expired(const char *crt_path, const char *key_path)
-{
-    mbedtls_pk_context key;
-    mbedtls_x509write_cert w;
-    mbedtls_mpi serial;
-    unsigned char pem[4096];
-    int rc = -1;
-    mbedtls_pk_init(&key);
-    mbedtls_x509write_crt_init(&w);
-    mbedtls_mpi_init(&serial);
-    if (mbedtls_pk_setup(&key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) != 0 ||
-        mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key), mbedtls_ctr_drbg_random,
-                            &global.drbg) != 0)
-        goto out;
-    mbedtls_x509write_crt_set_subject_key(&w, &key);
-    mbedtls_x509write_crt_set_issuer_key(&w, &key);
-    mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
-    mbedtls_mpi_lset(&serial, 7);
-    if (mbedtls_x509write_crt_set_subject_name(&w, "CN=expired.localhost") != 0 ||
-        mbedtls_x509write_crt_set_issuer_name(&w, "CN=expired.localhost") != 0 ||
-        mbedtls_x509write_crt_set_serial(&w, &serial) != 0 ||
-        mbedtls_x509write_crt_set_validity(&w, "20010101000000", "20020101000000") != 0 ||
-        mbedtls_x509write_crt_pem(&w, pem, sizeof(pem), mbedtls_ctr_drbg_random, &global.drbg))
-        goto out;
-    FILE *f = fopen(crt_path, "w");
-    if (f == NULL)
-        goto out;
-    fputs((char *)pem, f);
-    fclose(f);
-    if (mbedtls_pk_write_key_pem(&key, pem, sizeof(pem)) != 0)
-        goto out;
-    int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-        goto out;
-    ssize_t wr = write(fd, pem, strlen((char *)pem));
-    close(fd);
-    rc = wr > 0 ? 0 : -1;
-out:
-    mbedtls_mpi_free(&serial);
-    mbedtls_x509write_crt_free(&w);
-    mbedtls_pk_free(&key);
-    return rc;
-}
 
 static int group_setup(void **state)
 {
     (void)state;
-    char gen[512];
+    /* A self-signed EC leaf with only a CN, valid in 2001-2002. */
+    static const struct testcerts_crt expired = {
+        .name = "expired",
+        .subject = "CN=expired.localhost",
+        .serial = 7,
+        .from = "20010101000000",
+        .to = "20020101000000",
+    };
     if (tls_global_init() != 0)
         return -1;
-    snprintf(dir, sizeof(dir), "/tmp/chappe-tls-test-XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    if (find_gen(gen, sizeof(gen)) != 0) {
-        fprintf(stderr, "certs/gen.sh not found (set CHAPPE_SRCDIR)\n");
-        return -1;
-    }
-    if (run("sh '%s' '%s' >/dev/null", gen, dir) != 0)
+    if (testcerts_make("tls") != 0)
         return -1;
     /* An RSA certificate for localhost and *.wild.localhost (dual ECDSA/RSA, wildcards). */
     if (run("openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 30 -subj /CN=rsa "
@@ -142,7 +54,7 @@ static int group_setup(void **state)
             "-subj /CN=CN.localhost -keyout '%s' -out '%s' 2>/dev/null",
             path("cn.key"), path("cn.crt")) != 0)
         return -1;
-    if (make_expired(path("expired.crt"), path("expired.key")) != 0)
+    if (testcerts_write_crt(&expired, &global.drbg) != 0)
         return -1;
     mbedtls_x509_crt_init(&ca);
     if (mbedtls_x509_crt_parse_file(&ca, path("ca.crt")) != 0)
@@ -154,8 +66,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     mbedtls_x509_crt_free(&ca);
-    if (dir[0] && strncmp(dir, "/tmp/chappe-tls-test-", 21) == 0)
-        run("rm -rf '%s'", dir);
+    testcerts_remove();
     tls_global_free();
     return 0;
 }
@@ -171,8 +82,8 @@ static void certs_set(struct certs *cs, size_t n, const char *const *names)
 {
     memset(cs, 0, sizeof(*cs));
     for (size_t i = 0; i < n; i++) {
-        snprintf(cs->paths[2 * i], sizeof(cs->paths[0]), "%s/%s", dir, names[2 * i]);
-        snprintf(cs->paths[2 * i + 1], sizeof(cs->paths[0]), "%s/%s", dir, names[2 * i + 1]);
+        snprintf(cs->paths[2 * i], sizeof(cs->paths[0]), "%s", path(names[2 * i]));
+        snprintf(cs->paths[2 * i + 1], sizeof(cs->paths[0]), "%s", path(names[2 * i + 1]));
         cs->c[i].cert = cs->paths[2 * i];
         cs->c[i].key = cs->paths[2 * i + 1];
     }

@@ -2,9 +2,7 @@
  * tls_server, certificate and name verification, SNI, IP literals. */
 /* SPDX-License-Identifier: ISC */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,9 +13,6 @@
 #include <cmocka.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
-#include <mbedtls/oid.h>
-#include <mbedtls/pk.h>
-#include <mbedtls/x509_crt.h>
 
 #include "chappe/buf.h"
 #include "chappe/config.h"
@@ -25,130 +20,39 @@
 #include "chappe/tls.h"
 #include "chappe/util.h"
 
+#include "testcerts.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Fixtures: the dev certificates of certs/gen.sh, plus an expired and a future leaf. */
 
-static char dir[64]; /* /tmp/chappe-tlscli-test-XXXXXX */
 static mbedtls_entropy_context entropy;
 static mbedtls_ctr_drbg_context drbg;
 
-static const char *path(const char *name)
-{
-    static char ring[8][256];
-    static unsigned next;
-    char *p = ring[next++ % 8];
-    snprintf(p, sizeof(ring[0]), "%s/%s", dir, name);
-    return p;
-}
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int run(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* certs/gen.sh: from $CHAPPE_SRCDIR, the current directory, or next to this source file. */
-static int find_gen(char *out, size_t cap)
-{
-    const char *src = getenv("CHAPPE_SRCDIR");
-    if (src) {
-        snprintf(out, cap, "%s/certs/gen.sh", src);
-        return access(out, R_OK);
-    }
-    if (access("certs/gen.sh", R_OK) == 0) {
-        snprintf(out, cap, "certs/gen.sh");
-        return 0;
-    }
-    const char *me = __FILE__;
-    const char *tail = strstr(me, "tests/unit/test_tls_client.c");
-    if (tail == NULL)
-        return -1;
-    snprintf(out, cap, "%.*scerts/gen.sh", (int)(tail - me), me);
-    return access(out, R_OK);
-}
-
-static int write_pem_file(const char *file, const unsigned char *pem, mode_t mode)
-{
-    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, mode);
-    if (fd < 0)
-        return -1;
-    size_t len = strlen((const char *)pem);
-    ssize_t w = write(fd, pem, len);
-    close(fd);
-    return w == (ssize_t)len ? 0 : -1;
-}
-
-/*
- * A leaf for localhost and 127.0.0.1 signed by the dev CA, valid from `from`
- * to `to` ("YYYYMMDDhhmmss"). The installed openssl (3.0) cannot backdate
- * `x509 -req`, so the certificate is written with mbedTLS.
- */
+/* A leaf for localhost and 127.0.0.1 signed by the dev CA, valid from `from` to `to`
+ * ("YYYYMMDDhhmmss"): NAME.crt and NAME.key in the fixture directory. */
 static int make_leaf(const char *name, const char *from, const char *to)
 {
     /* SEQUENCE { [2] "localhost", [7] 127.0.0.1 } */
     static const unsigned char san[] = {0x30, 0x11, 0x82, 0x09, 'l',  'o',  'c',  'a',  'l', 'h',
                                         'o',  's',  't',  0x87, 0x04, 0x7f, 0x00, 0x00, 0x01};
-    mbedtls_pk_context key, ca_key;
-    mbedtls_x509_crt ca_crt;
-    mbedtls_x509write_cert w;
-    mbedtls_mpi serial;
-    unsigned char pem[4096];
-    char issuer[256], file[256];
-    int rc = -1;
-    mbedtls_pk_init(&key);
-    mbedtls_pk_init(&ca_key);
-    mbedtls_x509_crt_init(&ca_crt);
-    mbedtls_x509write_crt_init(&w);
-    mbedtls_mpi_init(&serial);
-    if (mbedtls_pk_parse_keyfile(&ca_key, path("ca.key"), NULL) != 0 ||
-        mbedtls_x509_crt_parse_file(&ca_crt, path("ca.crt")) != 0 ||
-        mbedtls_x509_dn_gets(issuer, sizeof(issuer), &ca_crt.subject) < 0)
-        goto out;
-    if (mbedtls_pk_setup(&key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) != 0 ||
-        mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key), mbedtls_ctr_drbg_random,
-                            &drbg) != 0)
-        goto out;
-    mbedtls_x509write_crt_set_subject_key(&w, &key);
-    mbedtls_x509write_crt_set_issuer_key(&w, &ca_key);
-    mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
-    mbedtls_mpi_lset(&serial, 4242);
-    if (mbedtls_x509write_crt_set_subject_name(&w, "CN=localhost") != 0 ||
-        mbedtls_x509write_crt_set_issuer_name(&w, issuer) != 0 ||
-        mbedtls_x509write_crt_set_serial(&w, &serial) != 0 ||
-        mbedtls_x509write_crt_set_validity(&w, from, to) != 0 ||
-        mbedtls_x509write_crt_set_basic_constraints(&w, 0, -1) != 0 ||
-        mbedtls_x509write_crt_set_extension(&w, MBEDTLS_OID_SUBJECT_ALT_NAME,
-                                            MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME), 0, san,
-                                            sizeof(san)) != 0 ||
-        mbedtls_x509write_crt_pem(&w, pem, sizeof(pem), mbedtls_ctr_drbg_random, &drbg) != 0)
-        goto out;
-    snprintf(file, sizeof(file), "%s.crt", name);
-    if (write_pem_file(path(file), pem, 0644) != 0)
-        goto out;
-    if (mbedtls_pk_write_key_pem(&key, pem, sizeof(pem)) != 0)
-        goto out;
-    snprintf(file, sizeof(file), "%s.key", name);
-    rc = write_pem_file(path(file), pem, 0600);
-out:
-    mbedtls_mpi_free(&serial);
-    mbedtls_x509write_crt_free(&w);
-    mbedtls_x509_crt_free(&ca_crt);
-    mbedtls_pk_free(&ca_key);
-    mbedtls_pk_free(&key);
-    return rc;
+    const struct testcerts_crt leaf = {
+        .name = name,
+        .subject = "CN=localhost",
+        .issuer = "ca",
+        .serial = 4242,
+        .from = from,
+        .to = to,
+        .san = san,
+        .san_len = sizeof(san),
+        .leaf = true,
+    };
+    return testcerts_write_crt(&leaf, &drbg);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
     static const char pers[] = "test_tls_client";
-    char gen[512];
     if (tls_global_init() != 0)
         return -1;
     mbedtls_entropy_init(&entropy);
@@ -156,14 +60,7 @@ static int group_setup(void **state)
     if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, (const unsigned char *)pers,
                               sizeof(pers) - 1) != 0)
         return -1;
-    snprintf(dir, sizeof(dir), "/tmp/chappe-tlscli-test-XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return -1;
-    if (find_gen(gen, sizeof(gen)) != 0) {
-        fprintf(stderr, "certs/gen.sh not found (set CHAPPE_SRCDIR)\n");
-        return -1;
-    }
-    if (run("sh '%s' '%s' >/dev/null", gen, dir) != 0)
+    if (testcerts_make("tlscli") != 0)
         return -1;
     if (make_leaf("expired", "20010101000000", "20020101000000") != 0 ||
         make_leaf("future", "20900101000000", "20910101000000") != 0 ||
@@ -175,8 +72,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (dir[0] && strncmp(dir, "/tmp/chappe-tlscli-test-", 24) == 0)
-        run("rm -rf '%s'", dir);
+    testcerts_remove();
     mbedtls_ctr_drbg_free(&drbg);
     mbedtls_entropy_free(&entropy);
     tls_global_free();
@@ -186,23 +82,8 @@ static int group_teardown(void **state)
 /* A server whose (only) certificate is NAME.crt / NAME.key from the fixture directory. */
 static struct tls_server *server_with(const char *name)
 {
-    char crt[256], key[256], file[64];
-    snprintf(file, sizeof(file), "%s.crt", name);
-    snprintf(crt, sizeof(crt), "%s", path(file));
-    snprintf(file, sizeof(file), "%s.key", name);
-    snprintf(key, sizeof(key), "%s", path(file));
-    struct cfg_cert cc = {crt, key};
-    struct config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.tls.certificates = &cc;
-    cfg.tls.ncertificates = 1;
-    struct buf err = BUF_INIT;
     struct tls_material *m = NULL;
-    int rc = tls_material_load(&cfg, &m, &err);
-    if (rc != 0)
-        fprintf(stderr, "%.*s", (int)err.len, buf_data(&err));
-    assert_int_equal(rc, 0);
-    buf_free(&err);
+    assert_int_equal(testcerts_material(name, &m), 0);
     struct tls_server *s = NULL;
     assert_int_equal(tls_server_new(m, &s), 0);
     tls_material_unref(m);
@@ -576,9 +457,10 @@ static void test_custom_ca_errors(void **state)
     buf_reset(&err);
 
     /* A directory is not a CA file. */
-    const char *d[] = {dir};
+    const char *d[] = {testcerts_dir};
     assert_int_equal(new_client_err(d, 1, &err), CH_EINVAL);
-    snprintf(want, sizeof(want), "federation_custom_ca_list %s: not a regular file\n", dir);
+    snprintf(want, sizeof(want), "federation_custom_ca_list %s: not a regular file\n",
+             testcerts_dir);
     assert_int_equal(buf_append(&err, "", 1), 0); /* NUL-terminate for the comparison */
     assert_string_equal(buf_data(&err), want);
     buf_reset(&err);

@@ -1245,6 +1245,17 @@ static void load_dns_servers(struct ctx *c, struct config *cfg, yaml_node_t *n)
     }
 }
 
+/* queue: { path } -- where the LMDB environment lives (keys now, the queue later). */
+static void load_queue(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+    struct field f[] = {{"path"}};
+    const char *s = "var/queue";
+    if (n != NULL && walk_map(c, n, "queue", f, ARRAY_LEN(f)) && f[0].val != NULL)
+        s = want_string(c, f[0].val, "queue.path");
+    if (s != NULL)
+        cfg->queue.path = copy_str(c, s);
+}
+
 static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
 {
     enum {
@@ -1265,7 +1276,8 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         F_IPWHITELIST,
         F_VERIFY,
         F_CAS,
-        F_DNS
+        F_DNS,
+        F_QUEUE
     };
     struct field f[] = {
         [F_NAME] = {"server_name", true},
@@ -1286,6 +1298,7 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         [F_VERIFY] = {"federation_verify_certificates"},
         [F_CAS] = {"federation_custom_ca_list"},
         [F_DNS] = {"dns_servers"},
+        [F_QUEUE] = {"queue"},
     };
     char d[80];
     const char *s;
@@ -1363,6 +1376,7 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         load_ca_list(c, cfg, f[F_CAS].val);
     if (f[F_DNS].val)
         load_dns_servers(c, cfg, f[F_DNS].val);
+    load_queue(c, cfg, f[F_QUEUE].val);
 out:
     free(tls_use);
 }
@@ -1616,6 +1630,7 @@ void config_free(struct config *cfg)
     free_ranges(&cfg->ip_range_whitelist);
     free_strings(cfg->federation_custom_ca_list, cfg->nfederation_custom_ca_list);
     free_strings(cfg->dns_servers, cfg->ndns_servers);
+    free(cfg->queue.path);
     free(cfg->path);
     free(cfg);
 }
@@ -1772,4 +1787,6 @@ void config_print(const struct config *cfg, FILE *f)
         print_str(f, cfg->dns_servers[i]);
     }
     fprintf(f, "]%s\n", cfg->ndns_servers ? "" : "  # empty: /etc/resolv.conf");
+    fprintf(f, "queue:\n");
+    print_kv(f, "  ", "path", cfg->queue.path);
 }

@@ -14,11 +14,14 @@
 #include "chappe/cjson.h"
 #include "chappe/client.h"
 #include "chappe/config.h"
+#include "chappe/keydoc.h"
 #include "chappe/keys.h"
+#include "chappe/keystore.h"
 #include "chappe/log.h"
 #include "chappe/policy.h"
 #include "chappe/resolve.h"
 #include "chappe/sign.h"
+#include "chappe/store.h"
 #include "chappe/tls.h"
 #include "chappe/util.h"
 #include "chappe/worker.h"
@@ -44,6 +47,8 @@ static const char usage_text[] =
     "  fed-request [-c FILE] [--key FILE] [--origin NAME] METHOD DEST PATH [BODY]\n"
     "                           send an X-Matrix signed request to server DEST (BODY: JSON,\n"
     "                           - for stdin); exit 0 when a response came back\n"
+    "  keys fetch NAME [-c FILE] fetch, validate and store server NAME's signing keys\n"
+    "  keys list [NAME] [-c FILE] the remote keys stored in queue.path\n"
     "  json canonical           canonical JSON of stdin on stdout (errors name the JSON path)\n"
     "  json sign --key FILE --server-name NAME\n"
     "                           sign the JSON object on stdin with the first key of FILE\n"
@@ -667,6 +672,227 @@ out:
     return st.status;
 }
 
+/* --- keys: remote servers' verify keys in the store ---------------------------------- */
+
+#define KEYDOC_BODY_MAX (64 * 1024) /* a key document is a few hundred bytes */
+
+struct fetch_state {
+    const char *name;
+    int status;      /* exit status */
+    int http_status; /* of the response */
+    struct buf body;
+    bool too_big;
+};
+
+static int kf_on_head(void *ud, const struct http_msg *msg)
+{
+    struct fetch_state *st = ud;
+    st->http_status = msg->status;
+    return 0;
+}
+
+static int kf_on_body(void *ud, const char *p, size_t n)
+{
+    struct fetch_state *st = ud;
+    if (st->body.len + n > KEYDOC_BODY_MAX) {
+        st->too_big = true;
+        return CH_ETOOBIG;
+    }
+    return buf_append(&st->body, p, n) == 0 ? 0 : CH_ENOMEM;
+}
+
+static void kf_on_complete(void *ud)
+{
+    struct fetch_state *st = ud;
+    st->status = 0;
+}
+
+static void kf_on_error(void *ud, int err, const char *why, bool sent)
+{
+    struct fetch_state *st = ud;
+    (void)sent;
+    if (st->too_big)
+        fprintf(stderr, "chappe keys fetch: %s: key document larger than %d KiB\n", st->name,
+                KEYDOC_BODY_MAX / 1024);
+    else
+        fprintf(stderr, "chappe keys fetch: %s: %s (%s)\n", st->name, why, util_strerror(err));
+    st->status = 1;
+}
+
+static const struct client_handler kf_handler = {
+    .on_head = kf_on_head,
+    .on_body = kf_on_body,
+    .on_complete = kf_on_complete,
+    .on_error = kf_on_error,
+};
+
+struct kf_write {
+    const struct keydoc *doc;
+    const char *server;
+    uint64_t now;
+    struct slice json;
+};
+
+/* Every key of the document, then the document itself, in one durable transaction. */
+static int kf_store(MDB_txn *txn, struct store *s, void *ud)
+{
+    const struct kf_write *w = ud;
+    for (size_t i = 0; i < w->doc->nkeys; i++) {
+        const struct keydoc_key *dk = &w->doc->keys[i];
+        struct keystore_key k = {.valid_until_ts = w->doc->valid_until_ts,
+                                 .fetched_at = w->now,
+                                 .expired_ts = dk->old ? dk->expired_ts : 0,
+                                 .source = KEYSTORE_SRC_DIRECT};
+        snprintf(k.key_id, sizeof(k.key_id), "%s", dk->id);
+        memcpy(k.public_key, dk->pk, sizeof(k.public_key));
+        int rc = keystore_put_txn(txn, s, w->server, &k);
+        if (rc != 0)
+            return rc;
+    }
+    struct keystore_doc meta = {.fetched_at = w->now, .valid_until_ts = w->doc->valid_until_ts};
+    return keystore_put_doc_txn(txn, s, w->server, &meta, w->json);
+}
+
+static int open_store(const char *cmd, const struct config *cfg, struct store **s)
+{
+    struct buf err = BUF_INIT;
+    int rc = store_open(cfg->queue.path, 0, 0, s, &err);
+    if (rc < 0)
+        print_errors(cmd, &err);
+    buf_free(&err);
+    return rc;
+}
+
+/* "2026-11-26T15:04:05Z" for a time in ms since the epoch. */
+static const char *iso_ms(uint64_t ms, char *out, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return out;
+}
+
+static void print_key(const char *server, const struct keystore_key *k)
+{
+    char until[32], fetched[32], expired[32];
+    struct buf pk = BUF_INIT;
+    b64_encode(&pk, k->public_key, sizeof(k->public_key));
+    printf("%s %s %.*s valid_until=%s fetched=%s source=%s%s%s%s", server, k->key_id, (int)pk.len,
+           buf_data(&pk), iso_ms(k->valid_until_ts, until, sizeof(until)),
+           iso_ms(k->fetched_at, fetched, sizeof(fetched)), keystore_source_name(k->source),
+           k->notary[0] ? ":" : "", k->notary, k->expired_ts ? " expired=" : "");
+    printf("%s\n", k->expired_ts ? iso_ms(k->expired_ts, expired, sizeof(expired)) : "");
+    buf_free(&pk);
+}
+
+static int keys_fetch(const struct config *cfg, const char *name)
+{
+    struct outbound ob;
+    struct store *s = NULL;
+    struct fetch_state st = {.name = name, .status = 2, .body = BUF_INIT};
+    struct buf err = BUF_INIT;
+    struct keydoc doc = {0};
+    bool have_doc = false;
+    if (open_store("keys fetch", cfg, &s) < 0)
+        return 2;
+    if (outbound_open("keys fetch", cfg, &ob) < 0)
+        goto out;
+    struct client_request req = {.method = "GET", .target = "/_matrix/key/v2/server"};
+    st.status = 1;
+    if (resolve_request(ob.res, name, &req, &kf_handler, trace_stderr, &st) == NULL) {
+        fprintf(stderr, "chappe keys fetch: out of memory\n");
+        goto out;
+    }
+    uv_run(&ob.loop, UV_RUN_DEFAULT);
+    if (st.status != 0)
+        goto out;
+    st.status = 1;
+    if (st.http_status != 200) {
+        fprintf(stderr, "chappe keys fetch: %s answered HTTP %d\n", name, st.http_status);
+        goto out;
+    }
+    uint64_t now = util_wall_ms();
+    if (keydoc_parse(buf_data(&st.body), st.body.len, name, now, &doc, &err) < 0) {
+        print_errors("keys fetch: refused", &err);
+        goto out;
+    }
+    have_doc = true;
+    struct kf_write w = {&doc, name, now, {buf_data(&st.body), st.body.len}};
+    int rc = store_write_now(s, kf_store, &w);
+    if (rc < 0) {
+        fprintf(stderr, "chappe keys fetch: %s: cannot store the keys: %s\n", cfg->queue.path,
+                util_strerror(rc));
+        goto out;
+    }
+    for (size_t i = 0; i < doc.nkeys; i++) {
+        struct keystore_key k;
+        if (keystore_get(s, name, doc.keys[i].id, &k) == 0)
+            print_key(name, &k);
+    }
+    st.status = 0;
+out:
+    outbound_close(&ob);
+    if (have_doc)
+        keydoc_free(&doc);
+    buf_free(&st.body);
+    buf_free(&err);
+    store_close(s);
+    return st.status;
+}
+
+static int list_one(void *ud, const char *server, const struct keystore_key *k, int status)
+{
+    size_t *n = ud;
+    if (status != 0)
+        printf("%s %s (malformed record)\n", server, k->key_id);
+    else
+        print_key(server, k);
+    (*n)++;
+    return 0;
+}
+
+static int cmd_keys(int argc, char **argv)
+{
+    struct opts opt = {.config = CONFIG_DEFAULT_PATH, .npos = -1};
+    const char *sub = argc >= 2 ? argv[1] : "";
+    bool fetch = strcmp(sub, "fetch") == 0;
+    if (!fetch && strcmp(sub, "list") != 0) {
+        fprintf(stderr, "chappe keys: expected 'list [NAME]' or 'fetch NAME' [-c FILE]\n");
+        return 2;
+    }
+    int o = parse_opts(argc - 1, argv + 1, "c", &opt);
+    if (o)
+        return o == 1 ? usage(stdout, 0) : usage(stderr, 2);
+    if ((fetch && opt.npos != 1) || opt.npos > 1) {
+        fprintf(stderr, "chappe keys %s: expected %s\n", sub,
+                fetch ? "one server name" : "at most one server name");
+        return 2;
+    }
+    struct config *cfg = NULL;
+    if (load_config(opt.config, &cfg) < 0)
+        return 2;
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    int status;
+    if (fetch) {
+        status = keys_fetch(cfg, opt.pos[0]);
+    } else {
+        struct store *s = NULL;
+        size_t n = 0;
+        status = 2;
+        if (open_store("keys list", cfg, &s) == 0) {
+            status = keystore_list(s, opt.npos ? opt.pos[0] : NULL, list_one, &n) < 0 ? 1 : 0;
+            if (status == 0 && n == 0)
+                fprintf(stderr, "chappe keys list: no key stored%s%s\n", opt.npos ? " for " : "",
+                        opt.npos ? opt.pos[0] : "");
+            store_close(s);
+        }
+    }
+    config_free(cfg);
+    return status;
+}
+
 /* --- run ------------------------------------------------------------------------------- */
 
 struct runtime {
@@ -913,6 +1139,8 @@ int main(int argc, char **argv)
         return cmd_policy(argc - 1, argv + 1);
     if (strcmp(cmd, "fed-request") == 0)
         return cmd_fed_request(argc - 1, argv + 1);
+    if (strcmp(cmd, "keys") == 0)
+        return cmd_keys(argc - 1, argv + 1);
     if (strcmp(cmd, "key") == 0)
         return cmd_key(argc - 1, argv + 1);
     fprintf(stderr, "chappe: unknown command '%s'\n", cmd);

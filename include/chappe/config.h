@@ -137,6 +137,10 @@ struct config {
     char **dns_servers; /* "IP" or "IP:PORT" / "[IPv6]:PORT" normalised as "IP:PORT"; empty:
                            resolv.conf */
     size_t ndns_servers;
+    /* storage (store.h): the one LMDB environment; the queue's own keys come with the queue */
+    struct {
+        char *path; /* default "var/queue" (DESIGN.md: queue.path) */
+    } queue;
     unsigned workers;         /* event-loop threads, 1..64; default (absent): number of cores */
     char *access_log;         /* "-" (stdout, default), "off", or a file path */
     enum log_level log_level; /* default info */

@@ -1025,6 +1025,7 @@ static void test_policy_keys(void **state)
     assert_int_equal(cfg->limits.outbound_connect_timeout_ms, 10000);
     assert_int_equal(cfg->limits.well_known_timeout_ms, 10000);
     assert_int_equal(cfg->limits.outbound_keepalive, 16);
+    assert_string_equal(cfg->queue.path, "var/queue");
     char *text = print_to_string(cfg);
     assert_non_null(strstr(text, "federation_domain_whitelist: any\n"));
     assert_non_null(strstr(text, "sovereign_ranges: any\n"));
@@ -1047,6 +1048,14 @@ static void test_policy_keys(void **state)
     assert_int_equal(cfg->sovereign_ranges.items[1].cidr.family, 6);
     assert_non_null(strstr(cfg->sovereign_ranges.items[1].label, ":13:5"));
     config_free(cfg);
+
+    cfg = load_ok(MINIMAL "federation_domain_whitelist: any\nsovereign_ranges: any\n"
+                          "queue: {path: /srv/chappe/store}\n");
+    assert_string_equal(cfg->queue.path, "/srv/chappe/store");
+    config_free(cfg);
+    expect_errors(MINIMAL "federation_domain_whitelist: any\nsovereign_ranges: any\n"
+                          "queue: {path: x, max_bytes: 1GiB}\n",
+                  "12:18: unknown key 'max_bytes' in queue\n");
 
     expect_errors(MINIMAL "federation_domain_whitelist: []\nsovereign_ranges: any\n",
                   "10:30: federation_domain_whitelist: must not be empty (list the servers to "

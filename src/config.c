@@ -1245,6 +1245,171 @@ static void load_dns_servers(struct ctx *c, struct config *cfg, yaml_node_t *n)
     }
 }
 
+/* A key id as Synapse writes them: "ed25519:" then [a-zA-Z0-9_]+ (at most 63 bytes in all). */
+static bool valid_key_id(const char *id, size_t len)
+{
+    bool ok = strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' && strlen(id) == len && len < 64;
+    for (size_t i = 8; ok && id[i]; i++)
+        ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+             (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
+    return ok;
+}
+
+/* { "ed25519:id": "<unpadded base64 of 32 bytes>", ... }, non-empty. */
+static void load_key_map(struct ctx *c, yaml_node_t *map, const char *where,
+                         struct cfg_verify_key **out, size_t *nout)
+{
+    char d[80], key[KEY_CAP];
+    if (map->type != YAML_MAPPING_NODE) {
+        problem_node(c, map, "%s: expected a mapping of key id to base64 key, got %s", where,
+                     describe(map, d, sizeof(d)));
+        return;
+    }
+    if (map->data.mapping.pairs.top == map->data.mapping.pairs.start) {
+        problem_node(c, map, "%s: must not be empty", where);
+        return;
+    }
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    if ((*out = calloc(n, sizeof(**out))) == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(c, p->key), *v = node_at(c, p->value);
+        if (k == NULL || v == NULL)
+            continue;
+        if (k->type != YAML_SCALAR_NODE || !valid_key_id(scalar_text(k), k->data.scalar.length)) {
+            problem_node(c, k,
+                         "%s: invalid key id %s: expected ed25519:<version>, version of "
+                         "[a-zA-Z0-9_]",
+                         where, describe(k, d, sizeof(d)));
+            continue;
+        }
+        const char *id = scalar_text(k);
+        bool dup = false;
+        for (size_t i = 0; i < *nout; i++)
+            dup = dup || strcmp((*out)[i].id, id) == 0;
+        if (dup) {
+            problem_node(c, k, "duplicate key '%s' in %s", id, where);
+            continue;
+        }
+        const char *b64 = want_string(c, v, join_key(key, where, id));
+        if (b64 == NULL)
+            continue;
+        struct buf raw = BUF_INIT;
+        if (b64_decode(&raw, b64, strlen(b64)) < 0 || raw.len != 32) {
+            problem_node(c, v,
+                         "%s: expected the unpadded base64 of a 32-byte ed25519 public key, "
+                         "got %s",
+                         key, describe(v, d, sizeof(d)));
+            buf_free(&raw);
+            continue;
+        }
+        struct cfg_verify_key *vk = &(*out)[*nout];
+        memcpy(vk->pk, buf_data(&raw), 32);
+        buf_free(&raw);
+        vk->id = copy_str(c, id);
+        vk->label = node_label(c, k);
+        if (vk->id != NULL)
+            (*nout)++;
+        else
+            free(vk->label);
+    }
+}
+
+/* A server name key of a mapping or list entry: normalised copy, or NULL after a problem. */
+static char *want_server_name(struct ctx *c, yaml_node_t *n, const char *where)
+{
+    char d[80];
+    struct server_name sn;
+    const char *s = want_string(c, n, where), *why = NULL;
+    if (s == NULL)
+        return NULL;
+    if (server_name_parse(s, strlen(s), &sn, &why) != 0) {
+        problem_node(c, n, "%s: invalid server name %s: %s", where, describe(n, d, sizeof(d)), why);
+        return NULL;
+    }
+    return copy_str(c, sn.name);
+}
+
+/* pinned_keys: { server_name: { "ed25519:id": "<base64>" } }, as Tchap's border gateway pins. */
+static void load_pinned(struct ctx *c, struct config *cfg, yaml_node_t *map)
+{
+    char d[80], where[KEY_CAP];
+    if (map->type != YAML_MAPPING_NODE) {
+        problem_node(c, map, "pinned_keys: expected a mapping of server name to keys, got %s",
+                     describe(map, d, sizeof(d)));
+        return;
+    }
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    if ((cfg->pinned_keys = calloc(n ? n : 1, sizeof(*cfg->pinned_keys))) == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(c, p->key), *v = node_at(c, p->value);
+        if (k == NULL || v == NULL)
+            continue;
+        char *name = want_server_name(c, k, "pinned_keys");
+        if (name == NULL)
+            continue;
+        bool dup = false;
+        for (size_t i = 0; i < cfg->npinned_keys; i++)
+            dup = dup || strcmp(cfg->pinned_keys[i].server_name, name) == 0;
+        if (dup) {
+            problem_node(c, k, "duplicate server '%s' in pinned_keys", name);
+            free(name);
+            continue;
+        }
+        struct cfg_pinned *pin = &cfg->pinned_keys[cfg->npinned_keys++];
+        pin->server_name = name;
+        snprintf(where, sizeof(where), "pinned_keys.%s", name);
+        load_key_map(c, v, where, &pin->keys, &pin->nkeys);
+    }
+}
+
+/*
+ * trusted_key_servers, Synapse's format: [{server_name, verify_keys}]. Unlike
+ * Synapse, verify_keys is required: a notary whose answers cannot be checked
+ * is not trusted (accept_keys_insecurely does not exist here).
+ */
+static void load_notaries(struct ctx *c, struct config *cfg, yaml_node_t *seq)
+{
+    char where[KEY_CAP], key[KEY_CAP];
+    if (!want_seq(c, seq, "trusted_key_servers", "key servers", true))
+        return;
+    size_t n = seq_len(seq);
+    if ((cfg->trusted_key_servers = calloc(n ? n : 1, sizeof(*cfg->trusted_key_servers))) == NULL) {
+        c->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = seq_item(c, seq, i);
+        struct field f[] = {{"server_name", true}, {"verify_keys", true}};
+        index_key(where, "trusted_key_servers", i);
+        if (item == NULL || !walk_map(c, item, where, f, ARRAY_LEN(f)) || f[0].val == NULL ||
+            f[1].val == NULL)
+            continue;
+        char *name = want_server_name(c, f[0].val, join_key(key, where, "server_name"));
+        if (name == NULL)
+            continue;
+        struct cfg_notary *nt = &cfg->trusted_key_servers[cfg->ntrusted_key_servers++];
+        nt->server_name = name;
+        load_key_map(c, f[1].val, join_key(key, where, "verify_keys"), &nt->keys, &nt->nkeys);
+    }
+}
+
+static void free_key_list(struct cfg_verify_key *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(k[i].id);
+        free(k[i].label);
+    }
+    free(k);
+}
+
 /* queue: { path } -- where the LMDB environment lives (keys now, the queue later). */
 static void load_queue(struct ctx *c, struct config *cfg, yaml_node_t *n)
 {
@@ -1277,7 +1442,9 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         F_VERIFY,
         F_CAS,
         F_DNS,
-        F_QUEUE
+        F_QUEUE,
+        F_PINNED,
+        F_NOTARIES
     };
     struct field f[] = {
         [F_NAME] = {"server_name", true},
@@ -1299,6 +1466,8 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         [F_CAS] = {"federation_custom_ca_list"},
         [F_DNS] = {"dns_servers"},
         [F_QUEUE] = {"queue"},
+        [F_PINNED] = {"pinned_keys"},
+        [F_NOTARIES] = {"trusted_key_servers"},
     };
     char d[80];
     const char *s;
@@ -1377,6 +1546,10 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
     if (f[F_DNS].val)
         load_dns_servers(c, cfg, f[F_DNS].val);
     load_queue(c, cfg, f[F_QUEUE].val);
+    if (f[F_PINNED].val)
+        load_pinned(c, cfg, f[F_PINNED].val);
+    if (f[F_NOTARIES].val)
+        load_notaries(c, cfg, f[F_NOTARIES].val);
 out:
     free(tls_use);
 }
@@ -1631,6 +1804,16 @@ void config_free(struct config *cfg)
     free_strings(cfg->federation_custom_ca_list, cfg->nfederation_custom_ca_list);
     free_strings(cfg->dns_servers, cfg->ndns_servers);
     free(cfg->queue.path);
+    for (size_t i = 0; i < cfg->npinned_keys; i++) {
+        free(cfg->pinned_keys[i].server_name);
+        free_key_list(cfg->pinned_keys[i].keys, cfg->pinned_keys[i].nkeys);
+    }
+    free(cfg->pinned_keys);
+    for (size_t i = 0; i < cfg->ntrusted_key_servers; i++) {
+        free(cfg->trusted_key_servers[i].server_name);
+        free_key_list(cfg->trusted_key_servers[i].keys, cfg->trusted_key_servers[i].nkeys);
+    }
+    free(cfg->trusted_key_servers);
     free(cfg->path);
     free(cfg);
 }
@@ -1657,6 +1840,17 @@ static void print_kv(FILE *f, const char *indent, const char *key, const char *s
     fprintf(f, "%s%s: ", indent, key);
     print_str(f, s);
     fputc('\n', f);
+}
+
+static void print_keys(FILE *f, const char *indent, const struct cfg_verify_key *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct buf b = BUF_INIT;
+        b64_encode(&b, k[i].pk, sizeof(k[i].pk));
+        buf_append(&b, "", 1);
+        print_kv(f, indent, k[i].id, buf_data(&b));
+        buf_free(&b);
+    }
 }
 
 /* defaults: what an absent key means (NULL: nothing). */
@@ -1789,4 +1983,18 @@ void config_print(const struct config *cfg, FILE *f)
     fprintf(f, "]%s\n", cfg->ndns_servers ? "" : "  # empty: /etc/resolv.conf");
     fprintf(f, "queue:\n");
     print_kv(f, "  ", "path", cfg->queue.path);
+    fprintf(f, "pinned_keys:%s\n", cfg->npinned_keys ? "" : " {}");
+    for (size_t i = 0; i < cfg->npinned_keys; i++) {
+        fputs("  ", f);
+        print_str(f, cfg->pinned_keys[i].server_name);
+        fputs(":\n", f);
+        print_keys(f, "    ", cfg->pinned_keys[i].keys, cfg->pinned_keys[i].nkeys);
+    }
+    fprintf(f, "trusted_key_servers:%s\n", cfg->ntrusted_key_servers ? "" : " []");
+    for (size_t i = 0; i < cfg->ntrusted_key_servers; i++) {
+        print_kv(f, "  - ", "server_name", cfg->trusted_key_servers[i].server_name);
+        fputs("    verify_keys:\n", f);
+        print_keys(f, "      ", cfg->trusted_key_servers[i].keys,
+                   cfg->trusted_key_servers[i].nkeys);
+    }
 }

@@ -729,8 +729,9 @@ static const struct client_handler kf_handler = {
 struct kf_write {
     const struct keydoc *doc;
     const char *server;
+    const char *notary; /* NULL: fetched directly */
     uint64_t now;
-    struct slice json;
+    struct slice json; /* the document as received (direct); empty: re-encoded from doc */
 };
 
 /* Every key of the document, then the document itself, in one durable transaction. */
@@ -742,8 +743,9 @@ static int kf_store(MDB_txn *txn, struct store *s, void *ud)
         struct keystore_key k = {.valid_until_ts = w->doc->valid_until_ts,
                                  .fetched_at = w->now,
                                  .expired_ts = dk->old ? dk->expired_ts : 0,
-                                 .source = KEYSTORE_SRC_DIRECT};
+                                 .source = w->notary ? KEYSTORE_SRC_NOTARY : KEYSTORE_SRC_DIRECT};
         snprintf(k.key_id, sizeof(k.key_id), "%s", dk->id);
+        snprintf(k.notary, sizeof(k.notary), "%s", w->notary ? w->notary : "");
         memcpy(k.public_key, dk->pk, sizeof(k.public_key));
         int rc = keystore_put_txn(txn, s, w->server, &k);
         if (rc != 0)
@@ -786,6 +788,122 @@ static void print_key(const char *server, const struct keystore_key *k)
     buf_free(&pk);
 }
 
+/* Pinned keys are the operator's: shown, never fetched nor stored. */
+static void print_pins(const struct cfg_pinned *pin)
+{
+    for (size_t i = 0; i < pin->nkeys; i++) {
+        struct buf pk = BUF_INIT;
+        b64_encode(&pk, pin->keys[i].pk, sizeof(pin->keys[i].pk));
+        printf("%s %s %.*s source=pinned (%s)\n", pin->server_name, pin->keys[i].id, (int)pk.len,
+               buf_data(&pk), pin->keys[i].label);
+        buf_free(&pk);
+    }
+}
+
+static const struct cfg_pinned *find_pin(const struct config *cfg, const char *name)
+{
+    struct server_name sn;
+    const char *why;
+    if (server_name_parse(name, strlen(name), &sn, &why) != 0)
+        return NULL;
+    for (size_t i = 0; i < cfg->npinned_keys; i++)
+        if (strcmp(cfg->pinned_keys[i].server_name, sn.name) == 0)
+            return &cfg->pinned_keys[i];
+    return NULL;
+}
+
+/* One request through the outbound stack, the response body kept (at most 64 KiB). 0 or 1. */
+static int fetch_body(struct outbound *ob, const char *dest, const struct client_request *req,
+                      struct fetch_state *st)
+{
+    buf_reset(&st->body);
+    st->http_status = 0;
+    st->too_big = false;
+    st->status = 1;
+    if (resolve_request(ob->res, dest, req, &kf_handler, trace_stderr, st) == NULL) {
+        fprintf(stderr, "chappe keys fetch: out of memory\n");
+        return 1;
+    }
+    uv_run(&ob->loop, UV_RUN_DEFAULT);
+    if (st->status == 0 && st->http_status != 200) {
+        fprintf(stderr, "chappe keys fetch: %s answered HTTP %d\n", dest, st->http_status);
+        st->status = 1;
+    }
+    return st->status;
+}
+
+static int store_doc(struct store *s, const char *name, const char *notary,
+                     const struct keydoc *doc, struct slice json, uint64_t now)
+{
+    struct kf_write w = {doc, name, notary, now, json};
+    int rc = store_write_now(s, kf_store, &w);
+    if (rc < 0) {
+        fprintf(stderr, "chappe keys fetch: %s: cannot store the keys: %s\n", store_path(s),
+                util_strerror(rc));
+        return 1;
+    }
+    for (size_t i = 0; i < doc->nkeys; i++) {
+        struct keystore_key k;
+        if (keystore_get(s, name, doc->keys[i].id, &k) == 0)
+            print_key(name, &k);
+    }
+    return 0;
+}
+
+/* Ask one notary (trusted_key_servers) for name's keys: POST /_matrix/key/v2/query. 0 or 1. */
+static int fetch_via_notary(struct outbound *ob, struct store *s, const struct cfg_notary *nt,
+                            const char *name, struct fetch_state *st)
+{
+    struct buf q = BUF_INIT, err = BUF_INIT, json = BUF_INIT;
+    struct keydoc_key keys[8];
+    struct keydoc *docs = NULL;
+    size_t ndocs = 0, nkeys = nt->nkeys < 8 ? nt->nkeys : 8;
+    int status = 1;
+    for (size_t i = 0; i < nkeys; i++) {
+        memset(&keys[i], 0, sizeof(keys[i]));
+        snprintf(keys[i].id, sizeof(keys[i].id), "%s", nt->keys[i].id);
+        memcpy(keys[i].pk, nt->keys[i].pk, sizeof(keys[i].pk));
+    }
+    struct keydoc_notary notary = {nt->server_name, keys, nkeys};
+    buf_append_str(&q, "{\"server_keys\":{");
+    cjson_append_string(&q, name, strlen(name));
+    buf_append_str(&q, ":{}}}");
+    struct client_request req = {.method = "POST",
+                                 .target = "/_matrix/key/v2/query",
+                                 .headers = "Content-Type: application/json\r\n",
+                                 .body = buf_data(&q),
+                                 .body_len = q.len};
+    fprintf(stderr, "notary %s: asking for %s\n", nt->server_name, name);
+    if (fetch_body(ob, nt->server_name, &req, st) != 0)
+        goto out;
+    uint64_t now = util_wall_ms();
+    if (keydoc_parse_query_response(buf_data(&st->body), st->body.len, name, &notary, now, &docs,
+                                    &ndocs, &err) < 0) {
+        print_errors("keys fetch: notary answer refused", &err);
+        goto out;
+    }
+    /* the document valid the longest is the one kept */
+    size_t best = 0;
+    for (size_t i = 1; i < ndocs; i++)
+        if (docs[i].valid_until_ts > docs[best].valid_until_ts)
+            best = i;
+    if (cjson_encode(docs[best].doc, &json, &err) < 0) {
+        print_errors("keys fetch", &err);
+        goto out;
+    }
+    status = store_doc(s, name, nt->server_name, &docs[best], buf_slice(&json), now);
+out:
+    keydoc_free_array(docs, ndocs);
+    buf_free(&q);
+    buf_free(&err);
+    buf_free(&json);
+    return status;
+}
+
+/*
+ * Synapse's order: the notaries of trusted_key_servers first, then the server
+ * itself. A pinned server is never fetched.
+ */
 static int keys_fetch(const struct config *cfg, const char *name)
 {
     struct outbound ob;
@@ -793,52 +911,46 @@ static int keys_fetch(const struct config *cfg, const char *name)
     struct fetch_state st = {.name = name, .status = 2, .body = BUF_INIT};
     struct buf err = BUF_INIT;
     struct keydoc doc = {0};
-    bool have_doc = false;
+    bool have_doc = false, ob_open = false;
+    int status = 1;
+    const struct cfg_pinned *pin = find_pin(cfg, name);
+    if (pin != NULL) {
+        print_pins(pin);
+        fprintf(stderr, "chappe keys fetch: %s: keys pinned in %s, never fetched\n", name,
+                cfg->path);
+        return 0;
+    }
     if (open_store("keys fetch", cfg, &s) < 0)
         return 2;
-    if (outbound_open("keys fetch", cfg, &ob) < 0)
+    ob_open = true;
+    if (outbound_open("keys fetch", cfg, &ob) < 0) {
+        status = 2;
         goto out;
+    }
+    for (size_t i = 0; i < cfg->ntrusted_key_servers; i++)
+        if (fetch_via_notary(&ob, s, &cfg->trusted_key_servers[i], name, &st) == 0) {
+            status = 0;
+            goto out;
+        }
     struct client_request req = {.method = "GET", .target = "/_matrix/key/v2/server"};
-    st.status = 1;
-    if (resolve_request(ob.res, name, &req, &kf_handler, trace_stderr, &st) == NULL) {
-        fprintf(stderr, "chappe keys fetch: out of memory\n");
+    if (fetch_body(&ob, name, &req, &st) != 0)
         goto out;
-    }
-    uv_run(&ob.loop, UV_RUN_DEFAULT);
-    if (st.status != 0)
-        goto out;
-    st.status = 1;
-    if (st.http_status != 200) {
-        fprintf(stderr, "chappe keys fetch: %s answered HTTP %d\n", name, st.http_status);
-        goto out;
-    }
     uint64_t now = util_wall_ms();
     if (keydoc_parse(buf_data(&st.body), st.body.len, name, now, &doc, &err) < 0) {
         print_errors("keys fetch: refused", &err);
         goto out;
     }
     have_doc = true;
-    struct kf_write w = {&doc, name, now, {buf_data(&st.body), st.body.len}};
-    int rc = store_write_now(s, kf_store, &w);
-    if (rc < 0) {
-        fprintf(stderr, "chappe keys fetch: %s: cannot store the keys: %s\n", cfg->queue.path,
-                util_strerror(rc));
-        goto out;
-    }
-    for (size_t i = 0; i < doc.nkeys; i++) {
-        struct keystore_key k;
-        if (keystore_get(s, name, doc.keys[i].id, &k) == 0)
-            print_key(name, &k);
-    }
-    st.status = 0;
+    status = store_doc(s, name, NULL, &doc, buf_slice(&st.body), now);
 out:
-    outbound_close(&ob);
+    if (ob_open)
+        outbound_close(&ob);
     if (have_doc)
         keydoc_free(&doc);
     buf_free(&st.body);
     buf_free(&err);
     store_close(s);
-    return st.status;
+    return status;
 }
 
 static int list_one(void *ud, const char *server, const struct keystore_key *k, int status)
@@ -881,6 +993,13 @@ static int cmd_keys(int argc, char **argv)
         struct store *s = NULL;
         size_t n = 0;
         status = 2;
+        const struct cfg_pinned *only = opt.npos ? find_pin(cfg, opt.pos[0]) : NULL;
+        for (size_t i = 0; i < cfg->npinned_keys; i++) {
+            if (opt.npos == 0 || only == &cfg->pinned_keys[i]) {
+                print_pins(&cfg->pinned_keys[i]);
+                n++;
+            }
+        }
         if (open_store("keys list", cfg, &s) == 0) {
             status = keystore_list(s, opt.npos ? opt.pos[0] : NULL, list_one, &n) < 0 ? 1 : 0;
             if (status == 0 && n == 0)

@@ -99,6 +99,27 @@ struct cfg_ranges {
     char *where; /* "FILE:LINE:COL" of the value, for messages */
 };
 
+/* An ed25519 verify key given in the config: "ed25519:<version>" and its 32 bytes. */
+struct cfg_verify_key {
+    char *id;
+    unsigned char pk[32];
+    char *label; /* "FILE:LINE:COL" */
+};
+
+/* pinned_keys: a server's keys fixed by the operator, never fetched. */
+struct cfg_pinned {
+    char *server_name; /* normalised (server_name_parse) */
+    struct cfg_verify_key *keys;
+    size_t nkeys;
+};
+
+/* trusted_key_servers (Synapse's format): a notary and the keys its answers must be signed with. */
+struct cfg_notary {
+    char *server_name; /* normalised */
+    struct cfg_verify_key *keys;
+    size_t nkeys;
+};
+
 /* A federation_domain_whitelist entry: an exact server name, or "*.suffix". Lowercased. */
 struct cfg_name_rule {
     char *pattern;
@@ -137,6 +158,10 @@ struct config {
     char **dns_servers; /* "IP" or "IP:PORT" / "[IPv6]:PORT" normalised as "IP:PORT"; empty:
                            resolv.conf */
     size_t ndns_servers;
+    struct cfg_pinned *pinned_keys;
+    size_t npinned_keys;
+    struct cfg_notary *trusted_key_servers;
+    size_t ntrusted_key_servers;
     /* storage (store.h): the one LMDB environment; the queue's own keys come with the queue */
     struct {
         char *path; /* default "var/queue" (DESIGN.md: queue.path) */

@@ -110,3 +110,122 @@ def test_usage(certs, tmp_path):
     cfg = cli_config(certs, tmp_path)
     assert keys(cfg, "fetch").returncode == 2
     assert run_cli(harness.debug_bin(), ["keys", "nope"]).returncode == 2
+
+
+# --- notaries (trusted_key_servers) and pins --------------------------------------------------
+
+class Notary:
+    """A minimal notary over TLS on 127.0.0.1 (dev certificate, name localhost:PORT): it answers
+    POST /_matrix/key/v2/query with a key document for ghost.localhost, signed by ghost's key
+    and co-signed by the notary's (or, with forge=True, by another key)."""
+
+    def __init__(self, certs, forge=False):
+        import http.server
+        import json
+        import ssl
+        import threading
+        import time
+        from signedjson.key import generate_signing_key, encode_verify_key_base64
+        from signedjson.sign import sign_json
+
+        self.requests = []
+        self.key = generate_signing_key("n1")
+        self.pub = encode_verify_key_base64(self.key.verify_key)
+        ghost = generate_signing_key("g1")
+        self.ghost_pub = encode_verify_key_base64(ghost.verify_key)
+        signer = generate_signing_key("n1") if forge else self.key
+        port = free_port()
+        self.name = "localhost:%d" % port
+        doc = {"server_name": "ghost.localhost",
+               "valid_until_ts": int(time.time() * 1000) + 3600 * 1000,
+               "verify_keys": {"ed25519:g1": {"key": self.ghost_pub}},
+               "old_verify_keys": {}}
+        doc = sign_json(doc, "ghost.localhost", ghost)
+        doc = sign_json(doc, self.name, signer)
+        body = json.dumps({"server_keys": [doc]}).encode()
+        notary = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                notary.requests.append((self.path, json.loads(self.rfile.read(n))))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(certs.server_crt), str(certs.server_key))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def notary_config(certs, tmp_path, notary, pins=None):
+    cfg = make_config(certs, free_port(), None, [("hs.localhost", "http://127.0.0.1:9")],
+                      extra={"federation_domain_whitelist": ["localhost", "*.localhost"],
+                             "federation_custom_ca_list": [str(certs.ca)],
+                             "queue": {"path": str(tmp_path / "store")},
+                             "trusted_key_servers": [{"server_name": notary.name,
+                                                      "verify_keys": {"ed25519:n1": notary.pub}}],
+                             "pinned_keys": pins or {}})
+    p = tmp_path / "notary.yaml"
+    p.write_text(to_yaml(cfg))
+    return p
+
+
+def test_fetch_through_a_trusted_notary(certs, tmp_path):
+    nt = Notary(certs)
+    try:
+        cfg = notary_config(certs, tmp_path, nt)
+        r = keys(cfg, "fetch", "ghost.localhost")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert nt.requests == [("/_matrix/key/v2/query",
+                                {"server_keys": {"ghost.localhost": {}}})], nt.requests
+        want = "ghost.localhost ed25519:g1 %s valid_until=" % nt.ghost_pub
+        assert r.stdout.startswith(want), r.stdout
+        assert "source=notary:%s" % nt.name in r.stdout, r.stdout
+        assert keys(cfg, "list", "ghost.localhost").stdout == r.stdout
+    finally:
+        nt.close()
+
+
+def test_notary_answer_without_its_signature_is_refused(certs, tmp_path):
+    """Co-signed by a key the config does not trust: refused; the fallback (the server itself)
+    does not resolve; nothing is stored."""
+    nt = Notary(certs, forge=True)
+    try:
+        cfg = notary_config(certs, tmp_path, nt)
+        r = keys(cfg, "fetch", "ghost.localhost")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "notary answer refused" in r.stderr, r.stderr
+        assert len(nt.requests) == 1
+        assert keys(cfg, "list").stdout == ""
+    finally:
+        nt.close()
+
+
+def test_pinned_keys_are_never_fetched(certs, tmp_path):
+    nt = Notary(certs)
+    try:
+        pub = nt.ghost_pub
+        cfg = notary_config(certs, tmp_path, nt, pins={"ghost.localhost": {"ed25519:p": pub}})
+        r = keys(cfg, "fetch", "ghost.localhost")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.startswith("ghost.localhost ed25519:p %s source=pinned (" % pub), r.stdout
+        assert "never fetched" in r.stderr
+        assert nt.requests == []
+        r = keys(cfg, "list")
+        assert r.stdout.startswith("ghost.localhost ed25519:p %s source=pinned" % pub), r.stdout
+    finally:
+        nt.close()

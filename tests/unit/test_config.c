@@ -1099,6 +1099,53 @@ static void test_policy_keys(void **state)
                   "13:33: federation_verify_certificates: expected true or false, got 'yes'\n");
 }
 
+static void test_key_trust(void **state)
+{
+    (void)state;
+#define PK  "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w"
+#define POL "federation_domain_whitelist: any\nsovereign_ranges: any\n"
+    struct config *cfg =
+        load_ok(MINIMAL POL "pinned_keys:\n"
+                            "  Agent.Finances.Tchap.Gouv.Fr: {\"ed25519:a_RXGa\": " PK "}\n"
+                            "trusted_key_servers:\n"
+                            "  - server_name: relay.interieur.gouv.fr\n"
+                            "    verify_keys: {\"ed25519:auto\": " PK ", \"ed25519:b\": " PK "}\n");
+    assert_int_equal(cfg->npinned_keys, 1);
+    assert_string_equal(cfg->pinned_keys[0].server_name, "agent.finances.tchap.gouv.fr");
+    assert_int_equal(cfg->pinned_keys[0].nkeys, 1);
+    assert_string_equal(cfg->pinned_keys[0].keys[0].id, "ed25519:a_RXGa");
+    assert_int_equal(cfg->pinned_keys[0].keys[0].pk[0], 0x8a);
+    assert_non_null(strstr(cfg->pinned_keys[0].keys[0].label, ":13:34"));
+    assert_int_equal(cfg->ntrusted_key_servers, 1);
+    assert_string_equal(cfg->trusted_key_servers[0].server_name, "relay.interieur.gouv.fr");
+    assert_int_equal(cfg->trusted_key_servers[0].nkeys, 2);
+    assert_string_equal(cfg->trusted_key_servers[0].keys[1].id, "ed25519:b");
+    char *text = print_to_string(cfg);
+    assert_non_null(
+        strstr(text, "  \"agent.finances.tchap.gouv.fr\":\n    ed25519:a_RXGa: \"" PK "\"\n"));
+    free(text);
+    config_free(cfg);
+    round_trip(MINIMAL POL "pinned_keys: {a.example: {\"ed25519:x\": " PK "}}\n"
+                           "trusted_key_servers: [{server_name: n.example, verify_keys: "
+                           "{\"ed25519:y\": " PK "}}]\n");
+
+    expect_errors(MINIMAL POL "pinned_keys:\n"
+                              "  \"a..b\": {\"ed25519:x\": " PK "}\n"
+                              "  c.example: {\"rsa:x\": " PK ", \"ed25519:y\": short}\n"
+                              "  d.example: {}\n",
+                  "13:3: pinned_keys: invalid server name 'a..b': empty label in server name\n"
+                  "14:15: pinned_keys.c.example: invalid key id 'rsa:x': expected "
+                  "ed25519:<version>, version of [a-zA-Z0-9_]\n"
+                  "14:82: pinned_keys.c.example.ed25519:y: expected the unpadded base64 of a "
+                  "32-byte ed25519 public key, got 'short'\n"
+                  "15:14: pinned_keys.d.example: must not be empty\n");
+    /* a notary whose answers cannot be checked is not trusted */
+    expect_errors(MINIMAL POL "trusted_key_servers:\n  - server_name: matrix.org\n",
+                  "13:5: missing required key 'verify_keys' in trusted_key_servers[0]\n");
+#undef PK
+#undef POL
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1123,6 +1170,7 @@ int main(void)
         cmocka_unit_test(test_tls_requires_certificates),
         cmocka_unit_test(test_old_signing_keys),
         cmocka_unit_test(test_policy_keys),
+        cmocka_unit_test(test_key_trust),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

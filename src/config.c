@@ -1289,7 +1289,7 @@ static void load_key_map(struct ctx *c, yaml_node_t *map, const char *where,
         const char *id = scalar_text(k);
         bool dup = false;
         for (size_t i = 0; i < *nout; i++)
-            dup = dup || strcmp((*out)[i].id, id) == 0;
+            dup = dup || ((*out)[i].id != NULL && strcmp((*out)[i].id, id) == 0);
         if (dup) {
             problem_node(c, k, "duplicate key '%s' in %s", id, where);
             continue;
@@ -1357,7 +1357,8 @@ static void load_pinned(struct ctx *c, struct config *cfg, yaml_node_t *map)
             continue;
         bool dup = false;
         for (size_t i = 0; i < cfg->npinned_keys; i++)
-            dup = dup || strcmp(cfg->pinned_keys[i].server_name, name) == 0;
+            dup = dup || (cfg->pinned_keys[i].server_name != NULL &&
+                          strcmp(cfg->pinned_keys[i].server_name, name) == 0);
         if (dup) {
             problem_node(c, k, "duplicate server '%s' in pinned_keys", name);
             free(name);

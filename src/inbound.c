@@ -9,8 +9,14 @@
 #include "chappe/conn.h"
 #include "chappe/http.h"
 #include "chappe/inbound.h"
+#include "chappe/cjson.h"
+#include "chappe/keydoc.h"
 #include "chappe/keys.h"
+#include "chappe/keystore.h"
 #include "chappe/log.h"
+#include "chappe/policy.h"
+#include "chappe/route.h"
+#include "chappe/store.h"
 #include "chappe/upstream.h"
 #include "chappe/util.h"
 
@@ -463,6 +469,124 @@ static void reply_key_document(struct inbound *ib)
     buf_free(&err);
 }
 
+/* A locally built 200 application/json response (HEAD: head only). */
+static void reply_json(struct inbound *ib, const struct buf *body)
+{
+    const struct http_msg *m = &ib->hp.msg;
+    ib->status = 200;
+    if (ib->has_body || ib->c.w->draining || !m->keep_alive)
+        ib->close_after = true;
+    buf_appendf(conn_out(&ib->c),
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                "Content-Length: %zu\r\n%s\r\n",
+                body->len, ib->close_after ? "Connection: close\r\n" : "");
+    if (!ib->is_head)
+        buf_append(conn_out(&ib->c), buf_data(body), body->len);
+    ib->resp_body_bytes = ib->is_head ? 0 : body->len;
+    ib->req_done = !ib->has_body;
+    finish_exchange(ib);
+}
+
+/* minimum_valid_until_ts from a query string (server-server API, keys_query); 0 when absent. */
+static uint64_t min_valid_until(struct slice q)
+{
+    static const char name[] = "minimum_valid_until_ts=";
+    struct slice item;
+    while (q.len > 0) {
+        const char *amp = memchr(q.base, '&', q.len);
+        item = (struct slice){q.base, amp ? (size_t)(amp - q.base) : q.len};
+        q = amp ? (struct slice){amp + 1, q.len - item.len - 1} : (struct slice){NULL, 0};
+        if (item.len > sizeof(name) - 1 && memcmp(item.base, name, sizeof(name) - 1) == 0) {
+            uint64_t v = 0;
+            for (size_t i = sizeof(name) - 1; i < item.len; i++) {
+                if (item.base[i] < '0' || item.base[i] > '9' || v > UINT64_MAX / 10 - 10)
+                    return 0;
+                v = v * 10 + (uint64_t)(item.base[i] - '0');
+            }
+            return v;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The cached key document of server, co-signed by the relay, appended to out
+ * as one element of server_keys; nothing when the server is not allowlisted,
+ * nothing is cached, the cache is older than min_valid, or key_id (when
+ * given) is not in it. Notary: server-server API, "Querying Keys Through
+ * Another Server".
+ */
+static void append_cosigned(struct inbound *ib, const char *server, const char *key_id,
+                            uint64_t min_valid, struct buf *out)
+{
+    struct worker *w = ib->c.w;
+    struct keystore_doc meta;
+    struct buf json = BUF_INIT, err = BUF_INIT, enc = BUF_INIT;
+    json_t *doc = NULL, *signed_doc = NULL;
+    struct policy_decision d = policy_check_name_str(w->policy, server, strlen(server));
+    if (!d.allow || w->store == NULL || w->keys->nkeys == 0)
+        goto out;
+    if (keystore_get_doc(w->store, server, &meta, &json) != 0 || meta.valid_until_ts < min_valid ||
+        meta.valid_until_ts <= util_wall_ms())
+        goto out;
+    if (cjson_parse(buf_data(&json), json.len, &doc, &err) < 0)
+        goto out;
+    if (key_id != NULL && json_object_get(json_object_get(doc, "verify_keys"), key_id) == NULL &&
+        json_object_get(json_object_get(doc, "old_verify_keys"), key_id) == NULL)
+        goto out;
+    if (keydoc_cosign(doc, w->cfg->server_name, w->keys->keys, w->keys->nkeys, &signed_doc, &err) <
+            0 ||
+        cjson_encode(signed_doc, &enc, &err) < 0) {
+        log_error("notary: %s: %.*s", server, (int)err.len, buf_data(&err));
+        goto out;
+    }
+    buf_append_slice(out, buf_slice(&enc));
+out:
+    json_decref(doc);
+    json_decref(signed_doc);
+    buf_free(&json);
+    buf_free(&err);
+    buf_free(&enc);
+}
+
+/* GET /_matrix/key/v2/query/{serverName}[/{keyId}] addressed to the relay: answered from the
+ * key cache. */
+static void reply_notary_get(struct inbound *ib, const struct route_match *rm)
+{
+    struct buf body = BUF_INIT;
+    const char *server = route_param(rm, ROUTE_P_SERVER_NAME);
+    const char *key_id = route_param(rm, ROUTE_P_KEY_ID);
+    buf_append_str(&body, "{\"server_keys\":[");
+    append_cosigned(ib, server, key_id, min_valid_until(rm->query), &body);
+    buf_append_str(&body, "]}");
+    reply_json(ib, &body);
+    buf_free(&body);
+}
+
+/*
+ * The notary's GET endpoints, for a request addressed to the relay: true when
+ * answered (the response, or a 400/405 for a bad key query). POST
+ * /_matrix/key/v2/query is not served by the relay yet.
+ */
+static bool reply_notary(struct inbound *ib, const struct http_msg *m)
+{
+    struct route_match rm;
+    const char *why = NULL;
+    struct slice path = target_path(m);
+    static const char prefix[] = "/_matrix/key/v2/query/";
+    if (path.len <= sizeof(prefix) - 1 || memcmp(path.base, prefix, sizeof(prefix) - 1) != 0)
+        return false;
+    enum route_result r =
+        route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, &why);
+    if (r != ROUTE_OK) {
+        reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
+                    why ? why : "bad request");
+        return true;
+    }
+    reply_notary_get(ib, &rm);
+    return true;
+}
+
 /* Sentinel: the request was answered locally; stop parsing. */
 #define HANDLED CH_EPERM
 
@@ -489,6 +613,8 @@ static int req_head(void *ud, struct http_msg *m)
         reply_key_document(ib);
         return HANDLED;
     }
+    if (for_relay(ib) && reply_notary(ib, m))
+        return HANDLED;
     int hs = route(ib);
     if (hs < 0) {
         const struct http_field *host = http_msg_field(m, "host");

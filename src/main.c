@@ -672,6 +672,9 @@ out:
     return st.status;
 }
 
+/* The daemon's LMDB map: keys now, the queue later (its max_bytes will size it). */
+#define STORE_MAP_SIZE (1ull << 30)
+
 /* --- keys: remote servers' verify keys in the store ---------------------------------- */
 
 #define KEYDOC_BODY_MAX (64 * 1024) /* a key document is a few hundred bytes */
@@ -1133,10 +1136,18 @@ static int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int status = 1;
     struct tls_material *m = NULL;
-    if (check_policy("run", cfg) < 0) {
-        log_error("%s: the policy could not be loaded", path);
-        config_free(cfg);
-        return 1;
+    struct policy *pol = NULL;
+    struct store *store = NULL;
+    {
+        struct buf err = BUF_INIT;
+        if (policy_new(cfg, &pol, &err) < 0) {
+            print_errors("run", &err);
+            log_error("%s: the policy could not be loaded", path);
+            buf_free(&err);
+            config_free(cfg);
+            return 1;
+        }
+        buf_free(&err);
     }
     warn_policy(cfg);
     struct keys_own keys = {0};
@@ -1169,6 +1180,17 @@ static int cmd_run(int argc, char **argv)
         }
         buf_free(&err);
     }
+    {
+        /* last of the start-up checks: a configuration that fails creates no directory */
+        struct buf err = BUF_INIT;
+        if (store_open(cfg->queue.path, STORE_MAP_SIZE, STORE_F_EXCLUSIVE, &store, &err) < 0) {
+            print_errors("run", &err);
+            log_error("%s: the store %s could not be opened", path, cfg->queue.path);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+    }
     rt.cfg = cfg;
     rt.loop = uv_default_loop();
     rt.nworkers = cfg->workers;
@@ -1187,6 +1209,8 @@ static int cmd_run(int argc, char **argv)
         goto out_stop;
     for (unsigned i = 0; i < rt.nworkers; i++) {
         rt.workers[i].keys = &keys;
+        rt.workers[i].policy = pol;
+        rt.workers[i].store = store;
         rt.workers[i].siblings = rt.workers;
         rt.workers[i].nsiblings = rt.nworkers;
     }
@@ -1231,6 +1255,8 @@ out_tls:
 out_log:
     log_access_close();
 out_cfg:
+    store_close(store);
+    policy_unref(pol);
     config_free(cfg);
     return status;
 }

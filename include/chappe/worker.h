@@ -14,6 +14,8 @@
 
 struct conn;
 struct keys_own;
+struct policy;
+struct store;
 struct upstream_pool;
 
 /* A connection accepted by one worker for another. */
@@ -46,6 +48,8 @@ struct worker {
     uv_timer_t drain_timer;
     const struct config *cfg;    /* immutable while the worker runs */
     const struct keys_own *keys; /* the relay's signing keys, read-only */
+    struct policy *policy;       /* the policy snapshot (names, addresses), read-only */
+    struct store *store;         /* the LMDB environment: read transactions on this loop */
     struct tls_server *tls;      /* current server context; connections hold their own reference */
     struct listener *listeners;
     size_t nlisteners;

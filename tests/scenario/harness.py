@@ -152,6 +152,15 @@ class Chappe:
         self.proc = None
         self.killed = False
         self.problems = None
+        # every daemon keeps its LMDB store in its own run directory
+        store = str(self.rundir / (name + ".store"))
+        if isinstance(config, str):
+            if "\nqueue:" not in "\n" + config:
+                config = config + ("" if config.endswith("\n") else "\n") + \
+                    "queue: {path: %s}\n" % json.dumps(store)
+        elif "queue" not in config:
+            config = dict(config, queue={"path": store})
+        self.config = config
         self.cfg_path.write_text(config if isinstance(config, str) else to_yaml(config))
 
     @property

@@ -229,3 +229,66 @@ def test_pinned_keys_are_never_fetched(certs, tmp_path):
         assert r.stdout.startswith("ghost.localhost ed25519:p %s source=pinned" % pub), r.stdout
     finally:
         nt.close()
+
+
+# --- the relay as a notary (GET /_matrix/key/v2/query/{serverName}) ----------------------------
+
+def https_get_json(port, path, ca):
+    import http.client
+    import json
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(ca))
+    c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    try:
+        c.request("GET", path, headers={"Host": "localhost:%d" % port})
+        r = c.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        c.close()
+
+
+def test_relay_serves_cached_keys_as_a_notary(certs, tmp_path):
+    from signedjson.key import decode_verify_key_base64
+    from signedjson.sign import verify_signed_json
+    ch, name, key_id, pub = remote(certs, tmp_path)
+    port = free_port()
+    rkey, rkey_id, rpub = keygen(tmp_path, "relay.key")
+    cfg = make_config(certs, port, None, [("hs.localhost", "http://127.0.0.1:9")],
+                      extra={"server_name": "localhost:%d" % port,
+                             "signing_key_path": str(rkey),
+                             "federation_domain_whitelist": ["localhost", "*.localhost"],
+                             "federation_custom_ca_list": [str(certs.ca)],
+                             "queue": {"path": str(tmp_path / "relay-store")}})
+    (tmp_path / "relay").mkdir()
+    relay = harness.Chappe(harness.debug_bin(), tmp_path / "relay", to_yaml(cfg), name="relay")
+    relay.start()
+    try:
+        q = "/_matrix/key/v2/query/%s" % name
+        # nothing cached yet: an empty answer, not an error
+        assert https_get_json(port, q, certs.ca) == (200, {"server_keys": []})
+        # the operator fetches the key while the relay runs (the store is shared)
+        r = keys(relay.cfg_path, "fetch", name)
+        assert r.returncode == 0, r.stdout + r.stderr
+        status, body = https_get_json(port, q, certs.ca)
+        assert status == 200 and len(body["server_keys"]) == 1, body
+        doc = body["server_keys"][0]
+        assert doc["server_name"] == name
+        # signed by the origin and co-signed by the relay: both verify with signedjson
+        verify_signed_json(doc, name, decode_verify_key_base64("ed25519", key_id.split(":")[1],
+                                                               pub))
+        verify_signed_json(doc, "localhost:%d" % port,
+                           decode_verify_key_base64("ed25519", rkey_id.split(":")[1], rpub))
+        # with the key id, and honouring minimum_valid_until_ts
+        assert len(https_get_json(port, q + "/" + key_id, certs.ca)[1]["server_keys"]) == 1
+        assert https_get_json(port, q + "/ed25519:other", certs.ca)[1] == {"server_keys": []}
+        far = q + "?minimum_valid_until_ts=%d" % (2 ** 50)
+        assert https_get_json(port, far, certs.ca)[1] == {"server_keys": []}
+        # a server outside the allowlist is simply absent; a bad name is a 400
+        assert https_get_json(port, "/_matrix/key/v2/query/evil.example",
+                              certs.ca)[1] == {"server_keys": []}
+        status, body = https_get_json(port, "/_matrix/key/v2/query/a..b", certs.ca)
+        assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
+    finally:
+        relay.stop()
+        ch.stop()
+    no_sanitizer(relay.stderr())

@@ -1445,7 +1445,8 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         F_DNS,
         F_QUEUE,
         F_PINNED,
-        F_NOTARIES
+        F_NOTARIES,
+        F_SOURCE
     };
     struct field f[] = {
         [F_NAME] = {"server_name", true},
@@ -1469,6 +1470,7 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         [F_QUEUE] = {"queue"},
         [F_PINNED] = {"pinned_keys"},
         [F_NOTARIES] = {"trusted_key_servers"},
+        [F_SOURCE] = {"inbound_source_policy"},
     };
     char d[80];
     const char *s;
@@ -1551,6 +1553,16 @@ static void load_root(struct ctx *c, struct config *cfg, yaml_node_t *root)
         load_pinned(c, cfg, f[F_PINNED].val);
     if (f[F_NOTARIES].val)
         load_notaries(c, cfg, f[F_NOTARIES].val);
+    if (f[F_SOURCE].val && (s = want_string(c, f[F_SOURCE].val, "inbound_source_policy"))) {
+        if (strcmp(s, "enforce") == 0)
+            cfg->inbound_source_policy = SOURCE_POLICY_ENFORCE;
+        else if (strcmp(s, "off") == 0)
+            cfg->inbound_source_policy = SOURCE_POLICY_OFF;
+        else if (strcmp(s, "log") != 0)
+            problem_node(c, f[F_SOURCE].val,
+                         "inbound_source_policy: expected one of enforce, log, off, got %s",
+                         describe(f[F_SOURCE].val, d, sizeof(d)));
+    }
 out:
     free(tls_use);
 }
@@ -1982,6 +1994,10 @@ void config_print(const struct config *cfg, FILE *f)
         print_str(f, cfg->dns_servers[i]);
     }
     fprintf(f, "]%s\n", cfg->ndns_servers ? "" : "  # empty: /etc/resolv.conf");
+    fprintf(f, "inbound_source_policy: %s\n",
+            cfg->inbound_source_policy == SOURCE_POLICY_ENFORCE ? "enforce"
+            : cfg->inbound_source_policy == SOURCE_POLICY_OFF   ? "off"
+                                                                : "log");
     fprintf(f, "queue:\n");
     print_kv(f, "  ", "path", cfg->queue.path);
     fprintf(f, "pinned_keys:%s\n", cfg->npinned_keys ? "" : " {}");

@@ -6,6 +6,7 @@
 
 #include "chappe/conn.h"
 #include "chappe/log.h"
+#include "chappe/policy.h"
 #include "chappe/util.h"
 
 /* How long a closing connection keeps discarding input after its FIN (nginx: lingering_time). */
@@ -333,6 +334,29 @@ void conn_trim(struct conn *c)
         buf_free(&c->tls.out);
 }
 
+/*
+ * inbound_source_policy: the peer address against sovereign_ranges and the
+ * blacklist, before any byte is read. False when the connection must close.
+ */
+static bool source_allowed(struct worker *w, const struct sockaddr *sa, const char *peer)
+{
+    enum source_policy mode = w->cfg->inbound_source_policy;
+    if (w->policy == NULL || mode == SOURCE_POLICY_OFF)
+        return true;
+    struct policy_decision d = policy_check_addr(w->policy, sa);
+    if (d.allow)
+        return true;
+    policy_count(POLICY_INBOUND, d.reason);
+    if (mode == SOURCE_POLICY_ENFORCE) {
+        log_info("conn %s: refused by inbound_source_policy: %s (%s)", peer,
+                 policy_reason_code(d.reason), d.rule);
+        return false;
+    }
+    log_info("conn %s: inbound_source_policy would refuse it: %s (%s); served (log mode)", peer,
+             policy_reason_code(d.reason), d.rule);
+    return true;
+}
+
 int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h, int fd)
 {
     struct worker *w = l->w;
@@ -370,6 +394,10 @@ int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h
             uv_ip4_name(s4, c->peer_ip, sizeof(c->peer_ip));
             snprintf(c->peer, sizeof(c->peer), "%s:%u", c->peer_ip, ntohs(s4->sin_port));
         }
+    }
+    if (c->peer_ip[0] && !source_allowed(w, (const struct sockaddr *)&ss, c->peer)) {
+        conn_close(c);
+        return 0;
     }
     if (w->nconns > w->cfg->limits.max_connections) {
         log_warn("conn %s: over max_connections (%llu), closed", c->peer,

@@ -126,6 +126,13 @@ struct cfg_name_rule {
     char *label; /* "FILE:LINE:COL" */
 };
 
+/* inbound_source_policy: the address rules applied to the TCP peer of inbound connections. */
+enum source_policy {
+    SOURCE_POLICY_LOG = 0, /* default: a denied peer is logged and counted, then served */
+    SOURCE_POLICY_ENFORCE, /* a denied peer's connection is closed at once */
+    SOURCE_POLICY_OFF
+};
+
 struct config {
     char *path;             /* the file this was loaded from */
     char *server_name;      /* required: the relay's own Matrix server name */
@@ -158,6 +165,7 @@ struct config {
     char **dns_servers; /* "IP" or "IP:PORT" / "[IPv6]:PORT" normalised as "IP:PORT"; empty:
                            resolv.conf */
     size_t ndns_servers;
+    enum source_policy inbound_source_policy;
     struct cfg_pinned *pinned_keys;
     size_t npinned_keys;
     struct cfg_notary *trusted_key_servers;

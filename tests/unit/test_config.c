@@ -1139,6 +1139,14 @@ static void test_key_trust(void **state)
                   "14:82: pinned_keys.c.example.ed25519:y: expected the unpadded base64 of a "
                   "32-byte ed25519 public key, got 'short'\n"
                   "15:14: pinned_keys.d.example: must not be empty\n");
+    cfg = load_ok(MINIMAL POL "inbound_source_policy: enforce\n");
+    assert_int_equal(cfg->inbound_source_policy, SOURCE_POLICY_ENFORCE);
+    config_free(cfg);
+    cfg = load_ok(MINIMAL POL);
+    assert_int_equal(cfg->inbound_source_policy, SOURCE_POLICY_LOG);
+    config_free(cfg);
+    expect_errors(MINIMAL POL "inbound_source_policy: deny\n",
+                  "12:24: inbound_source_policy: expected one of enforce, log, off, got 'deny'\n");
     /* a notary whose answers cannot be checked is not trusted */
     expect_errors(MINIMAL POL "trusted_key_servers:\n  - server_name: matrix.org\n",
                   "13:5: missing required key 'verify_keys' in trusted_key_servers[0]\n");

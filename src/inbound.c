@@ -57,6 +57,8 @@ struct inbound {
     bool close_after;
     bool retried;
     bool is_head;
+    bool local_post; /* POST /_matrix/key/v2/query to the relay: body kept in local_body */
+    struct buf local_body;
     bool in_process;   /* process() is on the stack: do not re-enter it */
     bool trim_pending; /* the idle timer first trims buffers, then closes */
     char error[160];   /* why chappe answered by itself, for the access log */
@@ -130,6 +132,8 @@ static void reset_exchange(struct inbound *ib)
     ib->framing = RF_NONE;
     ib->has_body = ib->req_chunked = ib->req_done = false;
     ib->resp_started = ib->close_after = ib->retried = ib->is_head = false;
+    ib->local_post = false;
+    buf_reset(&ib->local_body);
     ib->error[0] = '\0';
     buf_reset(&ib->upreq);
 }
@@ -474,7 +478,10 @@ static void reply_json(struct inbound *ib, const struct buf *body)
 {
     const struct http_msg *m = &ib->hp.msg;
     ib->status = 200;
-    if (ib->has_body || ib->c.w->draining || !m->keep_alive)
+    if (!ib->has_body)
+        ib->req_done = true;
+    /* a body left unread cannot be skipped safely: the connection closes after the answer */
+    if (!ib->req_done || ib->c.w->draining || !m->keep_alive)
         ib->close_after = true;
     buf_appendf(conn_out(&ib->c),
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -483,7 +490,6 @@ static void reply_json(struct inbound *ib, const struct buf *body)
     if (!ib->is_head)
         buf_append(conn_out(&ib->c), buf_data(body), body->len);
     ib->resp_body_bytes = ib->is_head ? 0 : body->len;
-    ib->req_done = !ib->has_body;
     finish_exchange(ib);
 }
 
@@ -563,6 +569,65 @@ static void reply_notary_get(struct inbound *ib, const struct route_match *rm)
     buf_free(&body);
 }
 
+#define KEY_QUERY_MAX_BODY  (64 * 1024)
+#define KEY_QUERY_MAX_NAMES 100
+
+/*
+ * POST /_matrix/key/v2/query: {"server_keys": {server: {key_id: {"minimum_valid_until_ts":
+ * ms}}}}. Each allowlisted server with a cached document fresh enough for the
+ * strictest criterion asked gets its co-signed document.
+ */
+static void reply_notary_post(struct inbound *ib)
+{
+    struct buf err = BUF_INIT, body = BUF_INIT;
+    json_t *q = NULL;
+    if (cjson_parse(buf_data(&ib->local_body), ib->local_body.len, &q, &err) < 0) {
+        reply_error(ib, 400, "M_NOT_JSON", false, "the body is not JSON: %.*s",
+                    (int)(err.len && buf_data(&err)[err.len - 1] == '\n' ? err.len - 1 : err.len),
+                    buf_data(&err));
+        goto out;
+    }
+    json_t *servers = json_object_get(q, "server_keys");
+    if (!json_is_object(servers) || json_object_size(servers) > KEY_QUERY_MAX_NAMES) {
+        reply_error(ib, 400, "M_BAD_JSON", false,
+                    "expected {\"server_keys\": {server: {key_id: criteria}}} with at most %d "
+                    "servers",
+                    KEY_QUERY_MAX_NAMES);
+        goto out;
+    }
+    buf_append_str(&body, "{\"server_keys\":[");
+    const char *server;
+    json_t *ids;
+    json_object_foreach(servers, server, ids)
+    {
+        uint64_t min = 0;
+        const char *id;
+        json_t *crit;
+        if (!json_is_object(ids))
+            continue;
+        json_object_foreach(ids, id, crit)
+        {
+            json_t *v = json_object_get(crit, "minimum_valid_until_ts");
+            if (json_is_integer(v) && json_integer_value(v) > 0 &&
+                (uint64_t)json_integer_value(v) > min)
+                min = (uint64_t)json_integer_value(v);
+        }
+        size_t before = body.len;
+        if (buf_data(&body)[body.len - 1] != '[')
+            buf_append_str(&body, ",");
+        size_t mark = body.len;
+        append_cosigned(ib, server, NULL, min, &body);
+        if (body.len == mark)
+            body.len = before; /* nothing for this server: drop the comma */
+    }
+    buf_append_str(&body, "]}");
+    reply_json(ib, &body);
+out:
+    json_decref(q);
+    buf_free(&err);
+    buf_free(&body);
+}
+
 /*
  * The notary's GET endpoints, for a request addressed to the relay: true when
  * answered (the response, or a 400/405 for a bad key query). POST
@@ -573,11 +638,20 @@ static bool reply_notary(struct inbound *ib, const struct http_msg *m)
     struct route_match rm;
     const char *why = NULL;
     struct slice path = target_path(m);
-    static const char prefix[] = "/_matrix/key/v2/query/";
-    if (path.len <= sizeof(prefix) - 1 || memcmp(path.base, prefix, sizeof(prefix) - 1) != 0)
+    static const char prefix[] = "/_matrix/key/v2/query";
+    if (path.len < sizeof(prefix) - 1 || memcmp(path.base, prefix, sizeof(prefix) - 1) != 0)
         return false;
     enum route_result r =
         route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, &why);
+    if (r == ROUTE_OK && rm.route->id == ROUTE_KEY_QUERY_BATCH) {
+        if (m->content_length > KEY_QUERY_MAX_BODY) {
+            reply_error(ib, 413, "M_TOO_LARGE", true, "a key query body is at most %d KiB",
+                        KEY_QUERY_MAX_BODY / 1024);
+            return true;
+        }
+        ib->local_post = true; /* answered once the body is in (request_done) */
+        return false;
+    }
     if (r != ROUTE_OK) {
         reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
                     why ? why : "bad request");
@@ -615,6 +689,10 @@ static int req_head(void *ud, struct http_msg *m)
     }
     if (for_relay(ib) && reply_notary(ib, m))
         return HANDLED;
+    if (ib->local_post) {
+        conn_set_timer(&ib->c, ib->has_body ? lim->body_timeout_ms : 0);
+        return 0;
+    }
     int hs = route(ib);
     if (hs < 0) {
         const struct http_field *host = http_msg_field(m, "host");
@@ -644,6 +722,14 @@ static int req_body(void *ud, const char *p, size_t n)
 {
     struct inbound *ib = ud;
     ib->req_body_bytes += n;
+    if (ib->local_post) {
+        if (ib->local_body.len + n > KEY_QUERY_MAX_BODY) {
+            reply_error(ib, 413, "M_TOO_LARGE", true, "a key query body is at most %d KiB",
+                        KEY_QUERY_MAX_BODY / 1024);
+            return HANDLED;
+        }
+        return buf_append(&ib->local_body, p, n);
+    }
     if (ib->req_body_bytes > limits(ib)->max_body_bytes)
         return CH_ETOOBIG;
     if (ib->up == NULL)
@@ -665,6 +751,10 @@ static void request_done(struct inbound *ib)
 {
     ib->req_done = true;
     conn_set_timer(&ib->c, 0);
+    if (ib->local_post) {
+        reply_notary_post(ib);
+        return;
+    }
     if (ib->up == NULL)
         return;
     if (ib->req_chunked)
@@ -857,6 +947,7 @@ static void on_timer(struct conn *c)
             ib->trim_pending = false;
             buf_free(&ib->head);
             buf_free(&ib->upreq);
+            buf_free(&ib->local_body);
             conn_trim(c);
             conn_set_timer(c, limits(ib)->idle_timeout_ms - TRIM_AFTER_MS);
             return;
@@ -908,6 +999,7 @@ static void on_close(struct conn *c)
         upstream_abort(ib->up);
     buf_free(&ib->head);
     buf_free(&ib->upreq);
+    buf_free(&ib->local_body);
     struct worker *w = c->w;
     free(ib);
     worker_maybe_finish(w);

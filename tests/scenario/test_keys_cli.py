@@ -233,18 +233,23 @@ def test_pinned_keys_are_never_fetched(certs, tmp_path):
 
 # --- the relay as a notary (GET /_matrix/key/v2/query/{serverName}) ----------------------------
 
-def https_get_json(port, path, ca):
+def https_json(port, path, ca, method="GET", body=None):
     import http.client
     import json
     import ssl
     ctx = ssl.create_default_context(cafile=str(ca))
     c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
     try:
-        c.request("GET", path, headers={"Host": "localhost:%d" % port})
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        c.request(method, path, body=data, headers={"Host": "localhost:%d" % port})
         r = c.getresponse()
         return r.status, json.loads(r.read() or b"null")
     finally:
         c.close()
+
+
+def https_get_json(port, path, ca):
+    return https_json(port, path, ca)
 
 
 def test_relay_serves_cached_keys_as_a_notary(certs, tmp_path):
@@ -288,6 +293,23 @@ def test_relay_serves_cached_keys_as_a_notary(certs, tmp_path):
                               certs.ca)[1] == {"server_keys": []}
         status, body = https_get_json(port, "/_matrix/key/v2/query/a..b", certs.ca)
         assert status == 400 and body["errcode"] == "M_INVALID_PARAM", body
+        # the batch form: one document per server asked, others absent
+        q = {"server_keys": {name: {}, "evil.example": {}, "nothing.localhost": {}}}
+        status, body = https_json(port, "/_matrix/key/v2/query", certs.ca, "POST", q)
+        assert status == 200 and [d["server_name"] for d in body["server_keys"]] == [name], body
+        verify_signed_json(body["server_keys"][0], "localhost:%d" % port,
+                           decode_verify_key_base64("ed25519", rkey_id.split(":")[1], rpub))
+        q = {"server_keys": {name: {key_id: {"minimum_valid_until_ts": 2 ** 50}}}}
+        assert https_json(port, "/_matrix/key/v2/query", certs.ca, "POST", q) == \
+            (200, {"server_keys": []})
+        status, body = https_json(port, "/_matrix/key/v2/query", certs.ca, "POST", b"{nope")
+        assert status == 400 and body["errcode"] == "M_NOT_JSON", body
+        status, body = https_json(port, "/_matrix/key/v2/query", certs.ca, "POST",
+                                  {"server_keys": []})
+        assert status == 400 and body["errcode"] == "M_BAD_JSON", body
+        status, body = https_json(port, "/_matrix/key/v2/query", certs.ca, "POST",
+                                  b"{" + b" " * 70000 + b"}")
+        assert status == 413, body
     finally:
         relay.stop()
         ch.stop()

@@ -486,6 +486,11 @@ homeservers:
 # like nginx client_header_timeout and HAProxy timeout http-request: 60 s for the first request,
 # so that the idle-connection test (handshake, no request) has the same window on all three
 limits: { header_timeout: 60s }
+# the policy is required: the bench's requests come from a.example.org (bench/send.lua)
+federation_domain_whitelist: [a.example.org]
+sovereign_ranges: ["127.0.0.0/8"]
+ip_range_whitelist: ["127.0.0.0/8"]
+queue: { path: $workdir/chappe/store }
 EOF
 
 # --- start everything ----------------------------------------------------------------------------

@@ -318,3 +318,11 @@ def chunked(pieces, ext=False):
     for p in pieces:
         out += b"%x%s\r\n" % (len(p), b";x=1" if ext else b"") + p + b"\r\n"
     return bytes(out + b"0\r\n\r\n")
+
+
+# An X-Matrix Authorization of the right shape from an allowlisted origin ("remote.localhost",
+# see harness.make_config) to the fronted homeserver: what the edge checks (header, origin
+# allowlist, destination) want before the proxy mechanics under test. Its signature is not a
+# real one: tests of signature verification sign their requests for real.
+XMATRIX = ("Authorization", 'X-Matrix origin="remote.localhost",destination="hs.localhost",'
+                            'key="ed25519:test",sig="c2lnbmF0dXJl"')

@@ -3,7 +3,7 @@
 
 import time
 
-from httpc import Conn
+from httpc import XMATRIX, Conn
 from upstream import Response, json_response
 
 BYTES_KEYS = ("bytes_sent", "bytes_out", "bytes")
@@ -42,9 +42,9 @@ def test_access_log_lines(proxy):
              "/_matrix/federation/v1/query/profile"]
     with Conn.tls(proxy.tls_port, source="127.0.0.2") as c:
         assert c.request("GET", paths[0]).status == 200
-        assert c.request("POST", paths[1], body=b'{"limit":5}').status == 200
+        assert c.request("POST", paths[1], body=b'{"limit":5}', headers=[XMATRIX]).status == 200
     with Conn.plain(proxy.plain_port, source="127.0.0.4") as c:
-        assert c.request("GET", paths[2]).status == 404
+        assert c.request("GET", paths[2], headers=[XMATRIX]).status == 404
 
     log, found = entries_for(proxy.chappe, paths)
     if not all(found.values()):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness import make_config
-from httpc import Conn, build_request, chunked
+from httpc import XMATRIX, Conn, build_request, chunked
 from upstream import VERSION_BODY, Response, json_response
 
 HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer",
@@ -41,7 +41,7 @@ def test_request_line_and_host_forwarded_exactly(proxy):
     target = "/_matrix/federation/v1/query/directory?room_alias=%23a%3Ab.c&x=%2F..%2F&y=a+b&z=%7e"
     with proxy.tls() as c:
         r = c.request("GET", target, host="HS.Localhost:8448",
-                      headers=[("X-Custom", "a  b\tc"), ("Accept", "*/*")])
+                      headers=[("X-Custom", "a  b\tc"), ("Accept", "*/*"), XMATRIX])
     assert r.status == 200, r
     (req,) = proxy.up.requests
     first = req.raw_head.split(b"\r\n", 1)[0]
@@ -131,7 +131,7 @@ def test_content_length_body_identical(proxy):
     body = os.urandom(300 * 1024)
     with proxy.tls() as c:
         r = c.request("PUT", "/_matrix/federation/v1/send/txn1", body=body,
-                      headers=[("Content-Type", "application/octet-stream")])
+                      headers=[("Content-Type", "application/octet-stream"), XMATRIX])
     assert r.status == 200, r
     (req,) = proxy.up.requests
     assert req.method == "PUT"
@@ -147,7 +147,7 @@ def test_chunked_request_body(proxy):
     payload = b"".join(pieces)
     with proxy.plain() as c:
         c.send(build_request("POST", "/_matrix/federation/v1/publicRooms", headers=[
-            ("Transfer-Encoding", "chunked")]) + chunked(pieces))
+            ("Transfer-Encoding", "chunked"), XMATRIX]) + chunked(pieces))
         r = c.read_response()
     assert r.status == 200, r
     (req,) = proxy.up.requests
@@ -402,7 +402,7 @@ def test_expect_100_continue(proxy):
     body = b"e" * 5000
     with proxy.plain() as c:
         c.send(build_request("PUT", "/_matrix/federation/v1/send/e", headers=[
-            ("Expect", "100-continue"), ("Content-Length", str(len(body)))]))
+            ("Expect", "100-continue"), ("Content-Length", str(len(body))), XMATRIX]))
         c.sock.settimeout(1.5)
         try:
             early = c.sock.recv(4096)

@@ -8,7 +8,7 @@ import zlib
 
 import harness
 from harness import RSSSampler
-from httpc import build_request
+from httpc import XMATRIX, build_request
 from upstream import Response
 
 MiB = 1 << 20
@@ -69,7 +69,7 @@ def test_64mib_request_body_bounded_memory(start_proxy):
         with p.tls() as c:
             t0 = time.monotonic()
             c.send(build_request("PUT", "/_matrix/federation/v1/send/bulk",
-                                 headers=[("Content-Length", str(total))]))
+                                 headers=[("Content-Length", str(total)), XMATRIX]))
             for block in numbered_blocks(total):
                 crc = zlib.crc32(block, crc)
                 c.sock.settimeout(60)

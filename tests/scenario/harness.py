@@ -41,12 +41,21 @@ def release_bin():
     return Path(os.environ.get("CHAPPE_RELEASE_BIN") or REPO / "build/chappe")
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free on 127.0.0.1 now, and never handed out before in this session: the kernel
+    may give a just-closed ephemeral port again, and two listeners of one config must not
+    get the same one (a CI run failed on exactly that)."""
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def chappe_env():

@@ -944,6 +944,16 @@ static void load_limits(struct ctx *c, struct cfg_limits *l, yaml_node_t *n)
     }
 }
 
+/* A key id as Synapse writes them: "ed25519:" then [a-zA-Z0-9_]+ (at most 63 bytes in all). */
+static bool valid_key_id(const char *id, size_t len)
+{
+    bool ok = strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' && strlen(id) == len && len < 64;
+    for (size_t i = 8; ok && id[i]; i++)
+        ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+             (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
+    return ok;
+}
+
 /* Synapse's old_signing_keys: { "ed25519:id": { key: <unpadded base64>, expired_ts: <ms> } }. */
 static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
 {
@@ -972,11 +982,7 @@ static void load_old_keys(struct ctx *c, struct config *cfg, yaml_node_t *map)
             continue;
         }
         const char *id = scalar_text(k);
-        bool id_ok = strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' &&
-                     strlen(id) == k->data.scalar.length && strlen(id) < 64;
-        for (size_t i = 8; id_ok && id[i]; i++)
-            id_ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-                    (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
+        bool id_ok = valid_key_id(id, k->data.scalar.length);
         if (!id_ok) {
             problem_node(c, k,
                          "old_signing_keys: invalid key id %s: expected ed25519:<version>, "
@@ -1243,16 +1249,6 @@ static void load_dns_servers(struct ctx *c, struct config *cfg, yaml_node_t *n)
         if (p != NULL)
             cfg->dns_servers[cfg->ndns_servers++] = p;
     }
-}
-
-/* A key id as Synapse writes them: "ed25519:" then [a-zA-Z0-9_]+ (at most 63 bytes in all). */
-static bool valid_key_id(const char *id, size_t len)
-{
-    bool ok = strncmp(id, "ed25519:", 8) == 0 && id[8] != '\0' && strlen(id) == len && len < 64;
-    for (size_t i = 8; ok && id[i]; i++)
-        ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
-             (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
-    return ok;
 }
 
 /* { "ed25519:id": "<unpadded base64 of 32 bytes>", ... }, non-empty. */

@@ -440,41 +440,6 @@ static struct slice target_path(const struct http_msg *m)
     return q ? (struct slice){m->target.base, (size_t)(q - m->target.base)} : m->target;
 }
 
-/* GET /_matrix/key/v2/server for the relay's own name (server-server API, "Publishing Keys"). */
-static void reply_key_document(struct inbound *ib)
-{
-    const struct http_msg *m = &ib->hp.msg;
-    if (!slice_eq_str(m->method, "GET") && !ib->is_head) {
-        reply_error(ib, 405, "M_UNRECOGNIZED", ib->has_body,
-                    "method not allowed on /_matrix/key/v2/server");
-        return;
-    }
-    struct buf doc = BUF_INIT, err = BUF_INIT;
-    int rc = keys_server_document(ib->c.w->keys, util_wall_ms(), &doc, &err);
-    if (rc == CH_ENOENT) {
-        reply_error(ib, 404, "M_NOT_FOUND", ib->has_body,
-                    "this relay publishes no key (no signing_key_path configured)");
-    } else if (rc < 0) {
-        log_error("key document: %.*s", (int)err.len, buf_data(&err));
-        reply_error(ib, 500, "M_UNKNOWN", ib->has_body, "cannot build the key document");
-    } else {
-        ib->status = 200;
-        if (ib->has_body || ib->c.w->draining || !m->keep_alive)
-            ib->close_after = true;
-        buf_appendf(conn_out(&ib->c),
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    "Content-Length: %zu\r\n%s\r\n",
-                    doc.len, ib->close_after ? "Connection: close\r\n" : "");
-        if (!ib->is_head)
-            buf_append(conn_out(&ib->c), buf_data(&doc), doc.len);
-        ib->resp_body_bytes = ib->is_head ? 0 : doc.len;
-        ib->req_done = !ib->has_body;
-        finish_exchange(ib);
-    }
-    buf_free(&doc);
-    buf_free(&err);
-}
-
 /* A locally built 200 application/json response (HEAD: head only). */
 static void reply_json(struct inbound *ib, const struct buf *body)
 {
@@ -493,6 +458,30 @@ static void reply_json(struct inbound *ib, const struct buf *body)
         buf_append(conn_out(&ib->c), buf_data(body), body->len);
     ib->resp_body_bytes = ib->is_head ? 0 : body->len;
     finish_exchange(ib);
+}
+
+/* GET /_matrix/key/v2/server for the relay's own name (server-server API, "Publishing Keys"). */
+static void reply_key_document(struct inbound *ib)
+{
+    const struct http_msg *m = &ib->hp.msg;
+    if (!slice_eq_str(m->method, "GET") && !ib->is_head) {
+        reply_error(ib, 405, "M_UNRECOGNIZED", ib->has_body,
+                    "method not allowed on /_matrix/key/v2/server");
+        return;
+    }
+    struct buf doc = BUF_INIT, err = BUF_INIT;
+    int rc = keys_server_document(ib->c.w->keys, util_wall_ms(), &doc, &err);
+    if (rc == CH_ENOENT) {
+        reply_error(ib, 404, "M_NOT_FOUND", ib->has_body,
+                    "this relay publishes no key (no signing_key_path configured)");
+    } else if (rc < 0) {
+        log_error("key document: %.*s", (int)err.len, buf_data(&err));
+        reply_error(ib, 500, "M_UNKNOWN", ib->has_body, "cannot build the key document");
+    } else {
+        reply_json(ib, &doc);
+    }
+    buf_free(&doc);
+    buf_free(&err);
 }
 
 /* minimum_valid_until_ts from a query string (server-server API, keys_query); 0 when absent. */

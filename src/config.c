@@ -906,6 +906,7 @@ static const struct limit_spec limit_specs[] = {
     LIMIT("outbound_idle_timeout", LIMIT_DURATION, outbound_idle_timeout_ms, 1, UINT64_MAX, 60000),
     LIMIT("outbound_keepalive", LIMIT_INT, outbound_keepalive, 0, 100000, 16),
     LIMIT("well_known_timeout", LIMIT_DURATION, well_known_timeout_ms, 1, UINT64_MAX, 10000),
+    LIMIT("key_refetch_interval", LIMIT_DURATION, key_refetch_interval_ms, 1, UINT64_MAX, 30000),
 };
 
 static uint64_t *limit_field(struct cfg_limits *l, const struct limit_spec *s)

@@ -7,6 +7,7 @@
 #include "chappe/conn.h"
 #include "chappe/log.h"
 #include "chappe/policy.h"
+#include "chappe/trust.h"
 #include "chappe/util.h"
 
 /* How long a closing connection keeps discarding input after its FIN (nginx: lingering_time). */
@@ -341,9 +342,9 @@ void conn_trim(struct conn *c)
 static bool source_allowed(struct worker *w, const struct sockaddr *sa, const char *peer)
 {
     enum source_policy mode = w->cfg->inbound_source_policy;
-    if (w->policy == NULL || mode == SOURCE_POLICY_OFF)
+    if (w->trust == NULL || mode == SOURCE_POLICY_OFF)
         return true;
-    struct policy_decision d = policy_check_addr(w->policy, sa);
+    struct policy_decision d = policy_check_addr(w->trust->pol, sa);
     if (d.allow)
         return true;
     policy_count(POLICY_INBOUND, d.reason);

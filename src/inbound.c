@@ -13,11 +13,14 @@
 #include "chappe/cjson.h"
 #include "chappe/keydoc.h"
 #include "chappe/keys.h"
+#include "chappe/keyfetch.h"
 #include "chappe/keystore.h"
 #include "chappe/log.h"
 #include "chappe/policy.h"
 #include "chappe/route.h"
+#include "chappe/sign.h"
 #include "chappe/store.h"
+#include "chappe/trust.h"
 #include "chappe/upstream.h"
 #include "chappe/xmatrix.h"
 #include "chappe/util.h"
@@ -59,14 +62,41 @@ struct inbound {
     bool close_after;
     bool retried;
     bool is_head;
-    bool local_post; /* POST /_matrix/key/v2/query to the relay: body kept in local_body */
-    struct buf local_body;
-    bool in_process;   /* process() is on the stack: do not re-enter it */
-    bool trim_pending; /* the idle timer first trims buffers, then closes */
-    char error[160];   /* why chappe answered by itself, for the access log */
+    bool local_query;      /* a notary query to the relay: answered once the request is in */
+    bool notary_asked;     /* the notary query's missing documents were asked for (once) */
+    size_t notary_pending; /* its fetches not answered yet */
+    struct keyfetch_wait **notary_waits; /* those fetches (NULL once answered) */
+    size_t nnotary_waits, capnotary_waits;
+    bool verify; /* an X-Matrix route: body kept, signature checked, then sent upstream */
+    struct buf kept_body;
+    struct xmatrix x;            /* verify: the Authorization, as parsed at the edge */
+    struct keyfetch_wait *kwait; /* verify: the key fetch this request waits for, or NULL */
+    struct trust *trust;         /* the snapshot this exchange started with */
+    bool in_process;             /* process() is on the stack: do not re-enter it */
+    bool trim_pending;           /* the idle timer first trims buffers, then closes */
+    char error[160];             /* why chappe answered by itself, for the access log */
 };
 
 static void process(struct inbound *ib);
+
+/* Sentinel: the request was answered locally; stop parsing. */
+#define HANDLED CH_EPERM
+
+static inbound_peer_up_fn peer_up_fn;
+static void *peer_up_ud;
+
+void inbound_set_peer_up_hook(inbound_peer_up_fn fn, void *ud)
+{
+    peer_up_fn = fn;
+    peer_up_ud = ud;
+}
+
+/* A request of origin was verified: origin is up (the queue's hint to retry it now). */
+static void inbound_peer_up(const char *origin)
+{
+    if (peer_up_fn != NULL)
+        peer_up_fn(peer_up_ud, origin);
+}
 
 static struct inbound *ib_of(struct conn *c)
 {
@@ -105,6 +135,8 @@ static void access_log(struct inbound *ib)
     const struct http_field *host = http_msg_field(m, "host");
     if (host)
         json_field(&b, "host", host->value);
+    if (ib->verify)
+        json_field(&b, "origin", (struct slice){ib->x.origin, strlen(ib->x.origin)});
     json_field(&b, "method", m->method);
     json_field(&b, "path", m->target);
     double ms = (double)(util_mono_ms() - ib->t_start);
@@ -134,8 +166,11 @@ static void reset_exchange(struct inbound *ib)
     ib->framing = RF_NONE;
     ib->has_body = ib->req_chunked = ib->req_done = false;
     ib->resp_started = ib->close_after = ib->retried = ib->is_head = false;
-    ib->local_post = false;
-    buf_reset(&ib->local_body);
+    ib->local_query = ib->verify = ib->notary_asked = false;
+    ib->nnotary_waits = ib->notary_pending = 0;
+    buf_reset(&ib->kept_body);
+    trust_unref(ib->trust);
+    ib->trust = NULL;
     ib->error[0] = '\0';
     buf_reset(&ib->upreq);
 }
@@ -507,54 +542,137 @@ static uint64_t min_valid_until(struct slice q)
 }
 
 /*
+ * The cached key document of server for the notary: 0 and *doc, CH_EPERM
+ * when server is not allowlisted (or the relay has no key to co-sign with),
+ * CH_ENOENT when nothing usable is cached: no document, one valid for less
+ * than min_valid (or already expired), or one without key_id (when given).
+ */
+static int cached_doc(struct inbound *ib, const char *server, const char *key_id,
+                      uint64_t min_valid, json_t **doc)
+{
+    struct worker *w = ib->c.w;
+    struct keystore_doc meta;
+    struct buf json = BUF_INIT, err = BUF_INIT;
+    struct policy_decision d = policy_check_name_str(ib->trust->pol, server, strlen(server));
+    int rc = CH_EPERM;
+    *doc = NULL;
+    if (!d.allow || w->store == NULL || w->keys->nkeys == 0)
+        goto out;
+    rc = CH_ENOENT;
+    if (keystore_get_doc(w->store, server, &meta, &json) != 0 || meta.valid_until_ts < min_valid ||
+        meta.valid_until_ts <= util_wall_ms() ||
+        cjson_parse(buf_data(&json), json.len, doc, &err) < 0)
+        goto out;
+    if (key_id != NULL && json_object_get(json_object_get(*doc, "verify_keys"), key_id) == NULL &&
+        json_object_get(json_object_get(*doc, "old_verify_keys"), key_id) == NULL) {
+        json_decref(*doc);
+        *doc = NULL;
+        goto out;
+    }
+    rc = 0;
+out:
+    buf_free(&json);
+    buf_free(&err);
+    return rc;
+}
+
+/*
  * The cached key document of server, co-signed by the relay, appended to out
- * as one element of server_keys; nothing when the server is not allowlisted,
- * nothing is cached, the cache is older than min_valid, or key_id (when
- * given) is not in it. Notary: server-server API, "Querying Keys Through
- * Another Server".
+ * as one element of server_keys; nothing when cached_doc has none. Notary:
+ * server-server API, "Querying Keys Through Another Server".
  */
 static void append_cosigned(struct inbound *ib, const char *server, const char *key_id,
                             uint64_t min_valid, struct buf *out)
 {
     struct worker *w = ib->c.w;
-    struct keystore_doc meta;
-    struct buf json = BUF_INIT, err = BUF_INIT, enc = BUF_INIT;
+    struct buf err = BUF_INIT, enc = BUF_INIT;
     json_t *doc = NULL, *signed_doc = NULL;
-    struct policy_decision d = policy_check_name_str(w->policy, server, strlen(server));
-    if (!d.allow || w->store == NULL || w->keys->nkeys == 0)
-        goto out;
-    if (keystore_get_doc(w->store, server, &meta, &json) != 0 || meta.valid_until_ts < min_valid ||
-        meta.valid_until_ts <= util_wall_ms())
-        goto out;
-    if (cjson_parse(buf_data(&json), json.len, &doc, &err) < 0)
-        goto out;
-    if (key_id != NULL && json_object_get(json_object_get(doc, "verify_keys"), key_id) == NULL &&
-        json_object_get(json_object_get(doc, "old_verify_keys"), key_id) == NULL)
-        goto out;
+    if (cached_doc(ib, server, key_id, min_valid, &doc) != 0)
+        return;
     if (keydoc_cosign(doc, w->cfg->server_name, w->keys->keys, w->keys->nkeys, &signed_doc, &err) <
             0 ||
-        cjson_encode(signed_doc, &enc, &err) < 0) {
+        cjson_encode(signed_doc, &enc, &err) < 0)
         log_error("notary: %s: %.*s", server, (int)err.len, buf_data(&err));
-        goto out;
-    }
-    buf_append_slice(out, buf_slice(&enc));
-out:
+    else
+        buf_append_slice(out, buf_slice(&enc));
     json_decref(doc);
     json_decref(signed_doc);
-    buf_free(&json);
     buf_free(&err);
     buf_free(&enc);
 }
 
-/* GET /_matrix/key/v2/query/{serverName}[/{keyId}] addressed to the relay: answered from the
- * key cache. */
-static void reply_notary_get(struct inbound *ib, const struct route_match *rm)
+static void notary_reply(struct inbound *ib);
+
+static void notary_answered(struct keyfetch_wait *kw)
 {
+    struct inbound *ib = kw->ud;
+    for (size_t i = 0; i < ib->nnotary_waits; i++)
+        if (ib->notary_waits[i] == kw)
+            ib->notary_waits[i] = NULL;
+    free(kw);
+    if (--ib->notary_pending == 0 && !(ib->c.flags & CONN_F_CLOSING))
+        notary_reply(ib);
+}
+
+/*
+ * Before the first answer to a notary query: an allowlisted server of which
+ * nothing usable is cached (and whose keys are not pinned: those are never
+ * fetched) is fetched first. True when a fetch was asked for: the reply
+ * waits for it (notary_answered).
+ */
+static bool notary_fetch(struct inbound *ib, const char *server, const char *key_id,
+                         uint64_t min_valid)
+{
+    struct worker *w = ib->c.w;
+    json_t *doc = NULL;
+    if (ib->notary_asked || w->keyfetch == NULL || trust_pinned(ib->trust, server) != NULL ||
+        strlen(server) > KEYSTORE_NAME_MAX)
+        return false;
+    int rc = cached_doc(ib, server, key_id, min_valid, &doc);
+    json_decref(doc);
+    if (rc != CH_ENOENT)
+        return false;
+    if (ib->nnotary_waits == ib->capnotary_waits) {
+        size_t cap = ib->capnotary_waits ? ib->capnotary_waits * 2 : 4;
+        struct keyfetch_wait **p = realloc(ib->notary_waits, cap * sizeof(struct keyfetch_wait *));
+        if (p == NULL)
+            return false;
+        ib->notary_waits = p;
+        ib->capnotary_waits = cap;
+    }
+    struct keyfetch_wait *kw = calloc(1, sizeof(*kw));
+    if (kw == NULL)
+        return false;
+    kw->box = &w->kbox;
+    kw->done = notary_answered;
+    kw->ud = ib;
+    snprintf(kw->server, sizeof(kw->server), "%.*s", KEYSTORE_NAME_MAX, server);
+    ib->notary_waits[ib->nnotary_waits++] = kw;
+    ib->notary_pending++;
+    keyfetch_ask(w->keyfetch, kw);
+    return true;
+}
+
+/* GET /_matrix/key/v2/query/{serverName}[/{keyId}] addressed to the relay. */
+static void reply_notary_get(struct inbound *ib)
+{
+    const struct http_msg *m = &ib->hp.msg;
+    struct route_match rm;
+    if (route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, NULL) !=
+        ROUTE_OK) {
+        reply_error(ib, 500, "M_UNKNOWN", false, "the key query no longer routes");
+        return;
+    }
+    const char *server = route_param(&rm, ROUTE_P_SERVER_NAME);
+    const char *key_id = route_param(&rm, ROUTE_P_KEY_ID);
+    uint64_t min = min_valid_until(rm.query);
+    if (notary_fetch(ib, server, key_id, min)) {
+        ib->notary_asked = true;
+        return;
+    }
     struct buf body = BUF_INIT;
-    const char *server = route_param(rm, ROUTE_P_SERVER_NAME);
-    const char *key_id = route_param(rm, ROUTE_P_KEY_ID);
     buf_append_str(&body, "{\"server_keys\":[");
-    append_cosigned(ib, server, key_id, min_valid_until(rm->query), &body);
+    append_cosigned(ib, server, key_id, min, &body);
     buf_append_str(&body, "]}");
     reply_json(ib, &body);
     buf_free(&body);
@@ -565,14 +683,15 @@ static void reply_notary_get(struct inbound *ib, const struct route_match *rm)
 
 /*
  * POST /_matrix/key/v2/query: {"server_keys": {server: {key_id: {"minimum_valid_until_ts":
- * ms}}}}. Each allowlisted server with a cached document fresh enough for the
- * strictest criterion asked gets its co-signed document.
+ * ms}}}}. Each allowlisted server with a document fresh enough for the
+ * strictest criterion asked (fetched first when none is cached) gets its
+ * co-signed document.
  */
 static void reply_notary_post(struct inbound *ib)
 {
     struct buf err = BUF_INIT, body = BUF_INIT;
     json_t *q = NULL;
-    if (cjson_parse(buf_data(&ib->local_body), ib->local_body.len, &q, &err) < 0) {
+    if (cjson_parse(buf_data(&ib->kept_body), ib->kept_body.len, &q, &err) < 0) {
         reply_error(ib, 400, "M_NOT_JSON", false, "the body is not JSON: %.*s",
                     (int)(err.len && buf_data(&err)[err.len - 1] == '\n' ? err.len - 1 : err.len),
                     buf_data(&err));
@@ -586,30 +705,42 @@ static void reply_notary_post(struct inbound *ib)
                     KEY_QUERY_MAX_NAMES);
         goto out;
     }
-    buf_append_str(&body, "{\"server_keys\":[");
-    const char *server;
-    json_t *ids;
-    json_object_foreach(servers, server, ids)
-    {
-        uint64_t min = 0;
-        const char *id;
-        json_t *crit;
-        if (!json_is_object(ids))
-            continue;
-        json_object_foreach(ids, id, crit)
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: fetch what is missing (once); pass 1: answer */
+        if (pass == 1)
+            buf_append_str(&body, "{\"server_keys\":[");
+        const char *server;
+        json_t *ids;
+        json_object_foreach(servers, server, ids)
         {
-            json_t *v = json_object_get(crit, "minimum_valid_until_ts");
-            if (json_is_integer(v) && json_integer_value(v) > 0 &&
-                (uint64_t)json_integer_value(v) > min)
-                min = (uint64_t)json_integer_value(v);
+            uint64_t min = 0;
+            const char *id;
+            json_t *crit;
+            if (!json_is_object(ids))
+                continue;
+            json_object_foreach(ids, id, crit)
+            {
+                json_t *v = json_object_get(crit, "minimum_valid_until_ts");
+                if (json_is_integer(v) && json_integer_value(v) > 0 &&
+                    (uint64_t)json_integer_value(v) > min)
+                    min = (uint64_t)json_integer_value(v);
+            }
+            if (pass == 0) {
+                notary_fetch(ib, server, NULL, min);
+                continue;
+            }
+            size_t before = body.len;
+            if (buf_data(&body)[body.len - 1] != '[')
+                buf_append_str(&body, ",");
+            size_t mark = body.len;
+            append_cosigned(ib, server, NULL, min, &body);
+            if (body.len == mark)
+                body.len = before; /* nothing for this server: drop the comma */
         }
-        size_t before = body.len;
-        if (buf_data(&body)[body.len - 1] != '[')
-            buf_append_str(&body, ",");
-        size_t mark = body.len;
-        append_cosigned(ib, server, NULL, min, &body);
-        if (body.len == mark)
-            body.len = before; /* nothing for this server: drop the comma */
+        if (pass == 0 && ib->notary_pending > 0) {
+            ib->notary_asked = true;
+            goto out; /* notary_answered comes back here */
+        }
     }
     buf_append_str(&body, "]}");
     reply_json(ib, &body);
@@ -619,10 +750,19 @@ out:
     buf_free(&body);
 }
 
+/* The notary query is complete (or its fetches are over): answer it. */
+static void notary_reply(struct inbound *ib)
+{
+    if (slice_eq_str(ib->hp.msg.method, "POST"))
+        reply_notary_post(ib);
+    else
+        reply_notary_get(ib);
+}
+
 /*
- * The notary's GET endpoints, for a request addressed to the relay: true when
- * answered (the response, or a 400/405 for a bad key query). POST
- * /_matrix/key/v2/query is not served by the relay yet.
+ * The notary's endpoints, for a request addressed to the relay: true when
+ * answered already (a 400/405/413 for a bad key query). Otherwise the query
+ * is answered once the request is complete (request_done).
  */
 static bool reply_notary(struct inbound *ib, const struct http_msg *m)
 {
@@ -634,46 +774,50 @@ static bool reply_notary(struct inbound *ib, const struct http_msg *m)
         return false;
     enum route_result r =
         route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, &why);
-    if (r == ROUTE_OK && rm.route->id == ROUTE_KEY_QUERY_BATCH) {
-        if (m->content_length > KEY_QUERY_MAX_BODY) {
-            reply_error(ib, 413, "M_TOO_LARGE", true, "a key query body is at most %d KiB",
-                        KEY_QUERY_MAX_BODY / 1024);
-            return true;
-        }
-        ib->local_post = true; /* answered once the body is in (request_done) */
-        return false;
-    }
     if (r != ROUTE_OK) {
         reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
                     why ? why : "bad request");
         return true;
     }
-    reply_notary_get(ib, &rm);
-    return true;
+    if (rm.route->id == ROUTE_KEY_QUERY_BATCH && m->content_length > KEY_QUERY_MAX_BODY) {
+        reply_error(ib, 413, "M_TOO_LARGE", true, "a key query body is at most %d KiB",
+                    KEY_QUERY_MAX_BODY / 1024);
+        return true;
+    }
+    ib->local_query = true;
+    return false;
 }
 
-/* Sentinel: the request was answered locally; stop parsing. */
-#define HANDLED CH_EPERM
-
 /*
- * The edge checks of an X-Matrix route (server-server API, "Request
- * Authentication"), cheapest first: the header is there and well formed
- * (else 401), its origin is a server name on federation_domain_whitelist
- * (else 403, before any key is looked at), its destination, when given, is
- * the homeserver the request is for (else 401). 0 to go on, or HANDLED after
- * the error reply. Paths outside the spec's table are not judged here yet.
+ * The request must be on a route of the spec's table (else 404, 405, or 400
+ * for a malformed path parameter). On an X-Matrix route, the edge checks
+ * (server-server API, "Request Authentication"), cheapest first: the header
+ * is there and well formed (else 401), its origin is a server name on
+ * federation_domain_whitelist written in its normal form (else 403, before any
+ * key is looked at), its destination, when given, is the homeserver the
+ * request is for (else 401). The signature is checked once the body is in
+ * (verify_request). 0 to go on, or HANDLED after the error reply.
  */
-static int check_edge(struct inbound *ib, const struct http_msg *m, const struct cfg_homeserver *hs)
+static int check_route(struct inbound *ib, const struct http_msg *m,
+                       const struct cfg_homeserver *hs)
 {
     struct route_match rm;
-    struct xmatrix x;
     struct server_name origin, dest;
     const char *why = NULL;
-    struct policy *pol = ib->c.w->policy;
-    if (pol == NULL ||
-        route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, NULL) !=
-            ROUTE_OK ||
-        rm.route->auth != ROUTE_AUTH_XMATRIX)
+    enum route_result r =
+        route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, &why);
+    if (r == ROUTE_NOT_FOUND) {
+        struct slice path = target_path(m);
+        reply_error(ib, 404, "M_UNRECOGNIZED", ib->has_body,
+                    "%.*s is not a federation endpoint of the spec", (int)path.len, path.base);
+        return HANDLED;
+    }
+    if (r != ROUTE_OK) {
+        reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
+                    why ? why : "bad request");
+        return HANDLED;
+    }
+    if (rm.route->auth != ROUTE_AUTH_XMATRIX)
         return 0;
     const struct http_field *auth = NULL;
     for (size_t i = 0; i < m->nfields && auth == NULL; i++) {
@@ -687,34 +831,185 @@ static int check_edge(struct inbound *ib, const struct http_msg *m, const struct
                     "%s needs an X-Matrix Authorization header", rm.route->name);
         return HANDLED;
     }
-    if (xmatrix_parse(auth->value.base, auth->value.len, &x, &why) < 0) {
+    struct xmatrix *x = &ib->x;
+    if (xmatrix_parse(auth->value.base, auth->value.len, x, &why) < 0) {
         reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body, "malformed X-Matrix header: %s",
                     why ? why : "invalid");
         return HANDLED;
     }
     struct policy_decision d;
-    if (server_name_parse(x.origin, strlen(x.origin), &origin, &why) != 0) {
+    if (server_name_parse(x->origin, strlen(x->origin), &origin, &why) != 0)
         d = (struct policy_decision){.allow = false, .reason = POLICY_INVALID_SERVER_NAME};
-    } else {
-        d = policy_check_name(pol, &origin);
-    }
+    else
+        d = policy_check_name(ib->trust->pol, &origin);
     policy_count(POLICY_INBOUND, d.reason);
     if (!d.allow) {
-        log_info("conn %s: origin %s refused: %s", ib->c.peer, x.origin,
+        log_info("conn %s: origin %s refused: %s", ib->c.peer, x->origin,
                  policy_reason_code(d.reason));
         reply_error(ib, 403, "M_FORBIDDEN", ib->has_body, "origin %s may not federate here: %s",
-                    x.origin, policy_reason_code(d.reason));
+                    x->origin, policy_reason_code(d.reason));
         return HANDLED;
     }
-    if (x.has_destination &&
-        (server_name_parse(x.destination, strlen(x.destination), &dest, &why) != 0 ||
+    if (strcmp(origin.name, x->origin) != 0) {
+        /* the name the key belongs to is the name as signed: one spelling only */
+        reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body,
+                    "X-Matrix origin %s is not written as the server name %s", x->origin,
+                    origin.name);
+        return HANDLED;
+    }
+    if (x->has_destination &&
+        (server_name_parse(x->destination, strlen(x->destination), &dest, &why) != 0 ||
          strcmp(dest.name, hs->server_name) != 0)) {
         reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body,
-                    "X-Matrix destination %s is not %s, the server addressed", x.destination,
+                    "X-Matrix destination %s is not %s, the server addressed", x->destination,
                     hs->server_name);
         return HANDLED;
     }
+    ib->verify = true;
     return 0;
+}
+
+/* --- signature verification ---------------------------------------------------------- */
+
+/* The request is verified: send it upstream as received (the body was kept: Content-Length). */
+static void forward_verified(struct inbound *ib)
+{
+    ib->req_chunked = false;
+    if (build_upstream_request(ib) < 0 ||
+        (ib->up = upstream_get(ib->pool, &up_handler, ib, ib->is_head)) == NULL ||
+        buf_append(upstream_out(ib->up), buf_data(&ib->upreq), ib->upreq.len) < 0 ||
+        buf_append(upstream_out(ib->up), buf_data(&ib->kept_body), ib->kept_body.len) < 0) {
+        reply_error(ib, 500, "M_UNKNOWN", true, "out of memory");
+        return;
+    }
+    upstream_flush(ib->up);
+}
+
+static void verify_with_key(struct inbound *ib, const unsigned char pk[crypto_sign_PUBLICKEYBYTES])
+{
+    const struct http_msg *m = &ib->hp.msg;
+    const char *dest = ib->pool->hs->server_name;
+    char method[16];
+    char *uri = strndup(m->target.base, m->target.len);
+    struct buf err = BUF_INIT;
+    snprintf(method, sizeof(method), "%.*s", (int)m->method.len, m->method.base);
+    int rc = uri ? sign_verify_request_body(&ib->x, method, uri, dest, buf_data(&ib->kept_body),
+                                            ib->kept_body.len, pk, &err)
+                 : CH_ENOMEM;
+    free(uri);
+    while (err.len && buf_data(&err)[err.len - 1] == '\n')
+        err.len--;
+    if (rc == 0) {
+        buf_free(&err);
+        inbound_peer_up(ib->x.origin);
+        forward_verified(ib);
+        return;
+    }
+    if (rc == CH_ENOMEM)
+        reply_error(ib, 500, "M_UNKNOWN", false, "out of memory");
+    else
+        reply_error(ib, 401, "M_UNAUTHORIZED", false,
+                    "signature of %s with key %s does not verify for %s: %.*s", ib->x.origin,
+                    ib->x.key, dest, (int)err.len, buf_data(&err));
+    buf_free(&err);
+}
+
+static void lookup_key(struct inbound *ib, const struct keyfetch_wait *answer);
+
+static void key_answered(struct keyfetch_wait *kw)
+{
+    struct inbound *ib = kw->ud;
+    ib->kwait = NULL;
+    if (!(ib->c.flags & CONN_F_CLOSING))
+        lookup_key(ib, kw);
+    free(kw);
+}
+
+/*
+ * The origin's key: pinned_keys (never fetched), else the key cache, else
+ * asked of the key fetcher, once (answer is its answer, when this runs
+ * again). Only a current key (verify_keys) valid now is good for a request. A
+ * cached key past half its validity is refreshed in the background while it
+ * is still used.
+ */
+static void lookup_key(struct inbound *ib, const struct keyfetch_wait *answer)
+{
+    struct worker *w = ib->c.w;
+    const char *origin = ib->x.origin, *key_id = ib->x.key;
+    const struct cfg_pinned *pin = trust_pinned(ib->trust, origin);
+    if (pin != NULL) {
+        const struct cfg_verify_key *k = trust_pinned_key(pin, key_id);
+        if (k != NULL)
+            verify_with_key(ib, k->pk);
+        else
+            reply_error(ib, 401, "M_UNAUTHORIZED", false,
+                        "key %s of %s is not one of its pinned_keys (pinned servers' keys are "
+                        "never fetched)",
+                        key_id, origin);
+        return;
+    }
+    struct keystore_key k;
+    uint64_t now = util_wall_ms();
+    int rc = w->store ? keystore_get(w->store, origin, key_id, &k) : CH_ENOENT;
+    if (rc == 0 && k.expired_ts == 0 && k.valid_until_ts >= now) {
+        if (w->keyfetch && answer == NULL &&
+            now - k.fetched_at > (k.valid_until_ts - k.fetched_at) / 2)
+            keyfetch_refresh(w->keyfetch, origin);
+        verify_with_key(ib, k.public_key);
+        return;
+    }
+    if (answer == NULL && w->keyfetch != NULL) {
+        struct keyfetch_wait *kw = calloc(1, sizeof(*kw));
+        if (kw == NULL) {
+            reply_error(ib, 500, "M_UNKNOWN", false, "out of memory");
+            return;
+        }
+        kw->box = &w->kbox;
+        kw->done = key_answered;
+        kw->ud = ib;
+        snprintf(kw->server, sizeof(kw->server), "%.*s", KEYSTORE_NAME_MAX, origin);
+        ib->kwait = kw;
+        keyfetch_ask(w->keyfetch, kw);
+        return;
+    }
+    const char *state = rc == 0 && k.expired_ts ? "is an old key of"
+                        : rc == 0               ? "has expired for"
+                                                : "is not known for";
+    reply_error(ib, 401, "M_UNAUTHORIZED", false, "key %s %s %s%s%s", key_id, state, origin,
+                answer && answer->why[0] ? ": " : "", answer ? answer->why : "");
+}
+
+/*
+ * The whole request is in: the body must be a JSON object (when there is
+ * one), then the signature is checked with the origin's key.
+ */
+static void verify_request(struct inbound *ib)
+{
+    const char *p = buf_data(&ib->kept_body);
+    size_t n = ib->kept_body.len;
+    if (n > 0 && !cjson_is_canonical(p, n)) {
+        struct buf err = BUF_INIT;
+        json_t *v = NULL;
+        if (cjson_parse(p, n, &v, &err) < 0) {
+            while (err.len && buf_data(&err)[err.len - 1] == '\n')
+                err.len--;
+            reply_error(ib, 400, "M_NOT_JSON", false, "the body is not JSON: %.*s", (int)err.len,
+                        buf_data(&err));
+            buf_free(&err);
+            return;
+        }
+        bool object = json_is_object(v);
+        json_decref(v);
+        buf_free(&err);
+        if (!object) {
+            reply_error(ib, 400, "M_BAD_JSON", false, "the body must be a JSON object");
+            return;
+        }
+    } else if (n > 0 && p[0] != '{') {
+        reply_error(ib, 400, "M_BAD_JSON", false, "the body must be a JSON object");
+        return;
+    }
+    lookup_key(ib, NULL);
 }
 
 static int req_head(void *ud, struct http_msg *m)
@@ -725,6 +1020,8 @@ static int req_head(void *ud, struct http_msg *m)
     ib->has_body = m->chunked || m->content_length > 0;
     ib->req_chunked = m->chunked;
     ib->is_head = slice_eq_str(m->method, "HEAD");
+    ib->trust = ib->c.w->trust; /* this exchange's rules, whatever a reload does meanwhile */
+    trust_ref(ib->trust);
     if (http_msg_validate_request(m, &why) < 0) {
         reply_error(ib, 400, "M_UNKNOWN", true, "bad request: %s", why ? why : "invalid");
         return HANDLED;
@@ -742,7 +1039,7 @@ static int req_head(void *ud, struct http_msg *m)
     }
     if (for_relay(ib) && reply_notary(ib, m))
         return HANDLED;
-    if (ib->local_post) {
+    if (ib->local_query) {
         conn_set_timer(&ib->c, ib->has_body ? lim->body_timeout_ms : 0);
         return 0;
     }
@@ -754,9 +1051,18 @@ static int req_head(void *ud, struct http_msg *m)
                     host ? host->value.base : "");
         return HANDLED;
     }
-    if (check_edge(ib, m, &ib->c.w->cfg->homeservers[hs]) == HANDLED)
+    if (check_route(ib, m, &ib->c.w->cfg->homeservers[hs]) == HANDLED)
         return HANDLED;
     ib->pool = &ib->c.w->pools[hs];
+    if (ib->verify) {
+        /* nothing goes upstream before the signature is checked (request_done) */
+        if (m->expect_continue && ib->has_body) {
+            buf_append_str(conn_out(&ib->c), "HTTP/1.1 100 Continue\r\n\r\n");
+            conn_flush(&ib->c);
+        }
+        conn_set_timer(&ib->c, ib->has_body ? lim->body_timeout_ms : 0);
+        return 0;
+    }
     if (build_upstream_request(ib) < 0)
         return CH_ENOMEM;
     ib->up = upstream_get(ib->pool, &up_handler, ib, ib->is_head);
@@ -777,16 +1083,18 @@ static int req_body(void *ud, const char *p, size_t n)
 {
     struct inbound *ib = ud;
     ib->req_body_bytes += n;
-    if (ib->local_post) {
-        if (ib->local_body.len + n > KEY_QUERY_MAX_BODY) {
+    if (ib->local_query) {
+        if (ib->kept_body.len + n > KEY_QUERY_MAX_BODY) {
             reply_error(ib, 413, "M_TOO_LARGE", true, "a key query body is at most %d KiB",
                         KEY_QUERY_MAX_BODY / 1024);
             return HANDLED;
         }
-        return buf_append(&ib->local_body, p, n);
+        return buf_append(&ib->kept_body, p, n);
     }
     if (ib->req_body_bytes > limits(ib)->max_body_bytes)
         return CH_ETOOBIG;
+    if (ib->verify)
+        return buf_append(&ib->kept_body, p, n);
     if (ib->up == NULL)
         return 0; /* the upstream failed and the error is out already */
     struct buf *out = upstream_out(ib->up);
@@ -806,8 +1114,12 @@ static void request_done(struct inbound *ib)
 {
     ib->req_done = true;
     conn_set_timer(&ib->c, 0);
-    if (ib->local_post) {
-        reply_notary_post(ib);
+    if (ib->local_query) {
+        notary_reply(ib);
+        return;
+    }
+    if (ib->verify) {
+        verify_request(ib);
         return;
     }
     if (ib->up == NULL)
@@ -1002,7 +1314,7 @@ static void on_timer(struct conn *c)
             ib->trim_pending = false;
             buf_free(&ib->head);
             buf_free(&ib->upreq);
-            buf_free(&ib->local_body);
+            buf_free(&ib->kept_body);
             conn_trim(c);
             conn_set_timer(c, limits(ib)->idle_timeout_ms - TRIM_AFTER_MS);
             return;
@@ -1052,9 +1364,16 @@ static void on_close(struct conn *c)
     struct inbound *ib = ib_of(c);
     if (ib->up)
         upstream_abort(ib->up);
+    if (ib->kwait)
+        ib->kwait->ud = NULL; /* the answer is dropped when it comes */
+    for (size_t i = 0; i < ib->nnotary_waits; i++)
+        if (ib->notary_waits[i])
+            ib->notary_waits[i]->ud = NULL;
+    free(ib->notary_waits);
+    trust_unref(ib->trust);
     buf_free(&ib->head);
     buf_free(&ib->upreq);
-    buf_free(&ib->local_body);
+    buf_free(&ib->kept_body);
     struct worker *w = c->w;
     free(ib);
     worker_maybe_finish(w);

@@ -18,7 +18,9 @@
 #include "chappe/keys.h"
 #include "chappe/keystore.h"
 #include "chappe/log.h"
+#include "chappe/keyfetch.h"
 #include "chappe/policy.h"
+#include "chappe/trust.h"
 #include "chappe/resolve.h"
 #include "chappe/sign.h"
 #include "chappe/store.h"
@@ -729,35 +731,6 @@ static const struct client_handler kf_handler = {
     .on_error = kf_on_error,
 };
 
-struct kf_write {
-    const struct keydoc *doc;
-    const char *server;
-    const char *notary; /* NULL: fetched directly */
-    uint64_t now;
-    struct slice json; /* the document as received (direct); empty: re-encoded from doc */
-};
-
-/* Every key of the document, then the document itself, in one durable transaction. */
-static int kf_store(MDB_txn *txn, struct store *s, void *ud)
-{
-    const struct kf_write *w = ud;
-    for (size_t i = 0; i < w->doc->nkeys; i++) {
-        const struct keydoc_key *dk = &w->doc->keys[i];
-        struct keystore_key k = {.valid_until_ts = w->doc->valid_until_ts,
-                                 .fetched_at = w->now,
-                                 .expired_ts = dk->old ? dk->expired_ts : 0,
-                                 .source = w->notary ? KEYSTORE_SRC_NOTARY : KEYSTORE_SRC_DIRECT};
-        snprintf(k.key_id, sizeof(k.key_id), "%s", dk->id);
-        snprintf(k.notary, sizeof(k.notary), "%s", w->notary ? w->notary : "");
-        memcpy(k.public_key, dk->pk, sizeof(k.public_key));
-        int rc = keystore_put_txn(txn, s, w->server, &k);
-        if (rc != 0)
-            return rc;
-    }
-    struct keystore_doc meta = {.fetched_at = w->now, .valid_until_ts = w->doc->valid_until_ts};
-    return keystore_put_doc_txn(txn, s, w->server, &meta, w->json);
-}
-
 static int open_store(const char *cmd, const struct config *cfg, struct store **s)
 {
     struct buf err = BUF_INIT;
@@ -838,8 +811,8 @@ static int fetch_body(struct outbound *ob, const char *dest, const struct client
 static int store_doc(struct store *s, const char *name, const char *notary,
                      const struct keydoc *doc, struct slice json, uint64_t now)
 {
-    struct kf_write w = {doc, name, notary, now, json};
-    int rc = store_write_now(s, kf_store, &w);
+    struct keyfetch_doc_write w = {doc, name, notary, now, json};
+    int rc = store_write_now(s, keyfetch_write_doc, &w);
     if (rc < 0) {
         fprintf(stderr, "chappe keys fetch: %s: cannot store the keys: %s\n", store_path(s),
                 util_strerror(rc));
@@ -1027,6 +1000,8 @@ struct runtime {
     uv_async_t exit_async;
     uv_signal_t sigterm, sigint, sighup;
     int stopping;
+    struct trust *trust; /* the snapshot in service (one reference) */
+    struct keyfetch *keyfetch;
 };
 
 static struct runtime rt;
@@ -1062,12 +1037,10 @@ static bool uses_tls(const struct config *cfg)
     return false;
 }
 
-static void reload(void)
+static void reload_certificates(void)
 {
-    if (!uses_tls(rt.cfg)) {
-        log_info("SIGHUP: no TLS listener, nothing to reload");
+    if (!uses_tls(rt.cfg))
         return;
-    }
     struct buf err = BUF_INIT;
     struct tls_material *m = NULL;
     if (tls_material_load(rt.cfg, &m, &err) < 0) {
@@ -1086,11 +1059,48 @@ static void reload(void)
     log_info("SIGHUP: reloaded %zu certificate(s)", rt.cfg->tls.ncertificates);
 }
 
+/*
+ * Reread the configuration file for federation_domain_whitelist, the address
+ * lists, pinned_keys and trusted_key_servers, and put the new snapshot in
+ * service everywhere at once. Anything wrong keeps the current one.
+ */
+static void reload_trust(void)
+{
+    struct buf err = BUF_INIT;
+    struct config *cfg = NULL;
+    struct trust *t = NULL;
+    if (config_load(rt.cfg->path, &cfg, &err) < 0 || trust_new(cfg, true, &t, &err) < 0) {
+        while (err.len && buf_data(&err)[err.len - 1] == '\n')
+            err.len--;
+        for (size_t i = 0; i < err.len; i++)
+            if (buf_data(&err)[i] == '\n')
+                buf_data(&err)[i] = ' ';
+        log_error("SIGHUP: policy not reloaded, the current one stays in service: %.*s",
+                  (int)err.len, buf_data(&err));
+        buf_free(&err);
+        return;
+    }
+    buf_free(&err);
+    for (unsigned i = 0; i < rt.nworkers; i++)
+        worker_post_trust(&rt.workers[i], t);
+    if (rt.keyfetch)
+        keyfetch_set_trust(rt.keyfetch, t);
+    trust_unref(rt.trust);
+    rt.trust = t;
+    warn_policy(t->cfg);
+    log_info(
+        "SIGHUP: reloaded policy from %s: federation_domain_whitelist, sovereign_ranges, "
+        "ip_range_blacklist/whitelist, pinned_keys (%zu server(s)), trusted_key_servers (%zu); "
+        "other settings need a restart",
+        t->cfg->path, t->cfg->npinned_keys, t->cfg->ntrusted_key_servers);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     (void)s;
     if (signum == SIGHUP) {
-        reload();
+        reload_trust();
+        reload_certificates();
         return;
     }
     rt.stopping++;
@@ -1136,11 +1146,11 @@ static int cmd_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int status = 1;
     struct tls_material *m = NULL;
-    struct policy *pol = NULL;
+    struct trust *trust = NULL;
     struct store *store = NULL;
     {
         struct buf err = BUF_INIT;
-        if (policy_new(cfg, &pol, &err) < 0) {
+        if (trust_new(cfg, false, &trust, &err) < 0) {
             print_errors("run", &err);
             log_error("%s: the policy could not be loaded", path);
             buf_free(&err);
@@ -1191,6 +1201,17 @@ static int cmd_run(int argc, char **argv)
         }
         buf_free(&err);
     }
+    {
+        struct buf err = BUF_INIT;
+        if (keyfetch_start(cfg, trust, store, &rt.keyfetch, &err) < 0) {
+            print_errors("run", &err);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+    }
+    rt.trust = trust;
+    trust_ref(trust);
     rt.cfg = cfg;
     rt.loop = uv_default_loop();
     rt.nworkers = cfg->workers;
@@ -1209,7 +1230,9 @@ static int cmd_run(int argc, char **argv)
         goto out_stop;
     for (unsigned i = 0; i < rt.nworkers; i++) {
         rt.workers[i].keys = &keys;
-        rt.workers[i].policy = pol;
+        rt.workers[i].trust = trust;
+        trust_ref(trust);
+        rt.workers[i].keyfetch = rt.keyfetch;
         rt.workers[i].store = store;
         rt.workers[i].siblings = rt.workers;
         rt.workers[i].nsiblings = rt.nworkers;
@@ -1238,6 +1261,7 @@ out_stop:
             if (w->listeners[j].fd >= 0)
                 close(w->listeners[j].fd);
         free(w->listeners);
+        trust_unref(w->trust);
     }
 out_join:
     for (unsigned i = 0; i < started; i++)
@@ -1248,6 +1272,10 @@ out_join:
     if (status == 0)
         log_info("stopped");
 out_tls:
+    keyfetch_stop(rt.keyfetch); /* the workers that ask it have stopped */
+    rt.keyfetch = NULL;
+    trust_unref(rt.trust);
+    rt.trust = NULL;
     keys_own_free(&keys);
     if (m)
         tls_material_unref(m);
@@ -1256,7 +1284,7 @@ out_log:
     log_access_close();
 out_cfg:
     store_close(store);
-    policy_unref(pol);
+    trust_unref(trust);
     config_free(cfg);
     return status;
 }

@@ -11,6 +11,7 @@
 
 #include "chappe/conn.h"
 #include "chappe/inbound.h"
+#include "chappe/trust.h"
 #include "chappe/log.h"
 #include "chappe/upstream.h"
 #include "chappe/util.h"
@@ -226,6 +227,7 @@ static void finish(struct worker *w)
         upstream_pool_close(&w->pools[i]);
     uv_close((uv_handle_t *)&w->async, close_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_noop);
+    keyfetch_mbox_close(&w->kbox);
 }
 
 void worker_maybe_finish(struct worker *w)
@@ -275,10 +277,17 @@ static void on_async(uv_async_t *a)
     struct worker *w = a->data;
     pthread_mutex_lock(&w->lock);
     struct tls_material *m = w->pending_tls;
+    struct trust *t = w->pending_trust;
     bool stop = w->pending_stop, force = w->pending_force;
     w->pending_tls = NULL;
+    w->pending_trust = NULL;
     pthread_mutex_unlock(&w->lock);
     adopt_handovers(w);
+    if (t) {
+        /* requests in flight keep the snapshot they started with */
+        trust_unref(w->trust);
+        w->trust = t;
+    }
     if (m) {
         struct tls_server *s = NULL;
         if (tls_server_new(m, &s) == 0) {
@@ -331,6 +340,8 @@ int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struc
     w->async.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    if (keyfetch_mbox_init(&w->kbox, &w->loop) < 0)
+        return CH_EIO;
     w->pools = calloc(w->cfg->nhomeservers, sizeof(*w->pools));
     if (w->pools == NULL)
         return CH_ENOMEM;
@@ -362,6 +373,17 @@ void worker_post_tls(struct worker *w, struct tls_material *m)
     uv_async_send(&w->async);
 }
 
+void worker_post_trust(struct worker *w, struct trust *t)
+{
+    trust_ref(t);
+    pthread_mutex_lock(&w->lock);
+    if (w->pending_trust)
+        trust_unref(w->pending_trust);
+    w->pending_trust = t;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->async);
+}
+
 void worker_post_stop(struct worker *w, bool force)
 {
     pthread_mutex_lock(&w->lock);
@@ -377,6 +399,9 @@ void worker_join(struct worker *w)
     uv_loop_close(&w->loop);
     if (w->pending_tls)
         tls_material_unref(w->pending_tls);
+    trust_unref(w->pending_trust);
+    trust_unref(w->trust);
+    w->pending_trust = w->trust = NULL;
     if (w->tls)
         tls_server_unref(w->tls);
     for (size_t i = 0; i < w->nlisteners; i++)

@@ -81,6 +81,10 @@ struct cfg_limits {
     uint64_t outbound_idle_timeout_ms; /* default 60s: pooled idle connection lifetime */
     uint64_t outbound_keepalive;    /* default 16: idle connections kept per (address, TLS name) */
     uint64_t well_known_timeout_ms; /* default 10s: a whole .well-known fetch, redirects included */
+    /* default 30s: after fetching a server's keys (or failing to), the least time before the
+     * next fetch that an unknown or expired key id may cause; failures back off from it,
+     * doubling up to an hour */
+    uint64_t key_refetch_interval_ms;
 };
 
 /* A prefix from the config or a list file, with where it was written ("FILE:LINE:COL"). */

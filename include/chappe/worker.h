@@ -10,11 +10,11 @@
 #include <uv.h>
 
 #include "chappe/config.h"
+#include "chappe/keyfetch.h"
 #include "chappe/tls.h"
 
 struct conn;
 struct keys_own;
-struct policy;
 struct store;
 struct upstream_pool;
 
@@ -48,8 +48,10 @@ struct worker {
     uv_timer_t drain_timer;
     const struct config *cfg;    /* immutable while the worker runs */
     const struct keys_own *keys; /* the relay's signing keys, read-only */
-    struct policy *policy;       /* the policy snapshot (names, addresses), read-only */
+    struct trust *trust;         /* names, addresses, pins, notaries: swapped on SIGHUP */
     struct store *store;         /* the LMDB environment: read transactions on this loop */
+    struct keyfetch *keyfetch;   /* where unknown keys are asked for */
+    struct keyfetch_mbox kbox;   /* and where the answers arrive */
     struct tls_server *tls;      /* current server context; connections hold their own reference */
     struct listener *listeners;
     size_t nlisteners;
@@ -76,6 +78,7 @@ struct worker {
     /* Set by the main thread under lock, read in the async callback. */
     pthread_mutex_t lock;
     struct tls_material *pending_tls; /* one reference, or NULL */
+    struct trust *pending_trust;      /* one reference, or NULL */
     bool pending_stop;
     bool pending_force;
 };
@@ -90,6 +93,8 @@ int worker_open_listeners(struct worker *ws, unsigned n, const struct config *cf
 int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struct worker *));
 /* Called from the main thread: hand a new certificate snapshot to w (a reference is taken). */
 void worker_post_tls(struct worker *w, struct tls_material *m);
+/* Called from the main thread: hand a new trust snapshot to w (a reference is taken). */
+void worker_post_trust(struct worker *w, struct trust *t);
 /* Called from the main thread: stop accepting and drain (force: close everything now). */
 void worker_post_stop(struct worker *w, bool force);
 /* Join the thread and free what worker_open_listeners and worker_start made. */

@@ -70,6 +70,7 @@ static const char full_yaml[] =
     "  outbound_idle_timeout: 6s\n"
     "  outbound_keepalive: 7\n"
     "  well_known_timeout: 8s\n"
+    "  key_refetch_interval: 250ms\n"
     "federation_domain_whitelist: [Agent.Finances.Tchap.Gouv.Fr, \"*.TCHAP.gouv.fr\", "
     "\"hs.example:8448\", \"[2001:DB8::1]\"]\n"
     "sovereign_ranges: etc/sovereign-ranges.txt\n"
@@ -258,6 +259,7 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->limits.outbound_idle_timeout_ms, 6000);
     assert_int_equal(cfg->limits.outbound_keepalive, 7);
     assert_int_equal(cfg->limits.well_known_timeout_ms, 8000);
+    assert_int_equal(cfg->limits.key_refetch_interval_ms, 250);
     assert_false(cfg->federation_any);
     assert_int_equal(cfg->nfederation_domain_whitelist, 4);
     assert_string_equal(cfg->federation_domain_whitelist[0].pattern,
@@ -265,7 +267,7 @@ static void test_full_config(void **state)
     assert_string_equal(cfg->federation_domain_whitelist[1].pattern, "*.tchap.gouv.fr");
     assert_string_equal(cfg->federation_domain_whitelist[2].pattern, "hs.example:8448");
     assert_string_equal(cfg->federation_domain_whitelist[3].pattern, "[2001:db8::1]");
-    assert_non_null(strstr(cfg->federation_domain_whitelist[1].label, ":43:61"));
+    assert_non_null(strstr(cfg->federation_domain_whitelist[1].label, ":44:61"));
     assert_true(cfg->sovereign_ranges.present);
     assert_false(cfg->sovereign_ranges.any);
     assert_string_equal(cfg->sovereign_ranges.file, "etc/sovereign-ranges.txt");
@@ -1024,6 +1026,7 @@ static void test_policy_keys(void **state)
     assert_int_equal(cfg->ndns_servers, 0);
     assert_int_equal(cfg->limits.outbound_connect_timeout_ms, 10000);
     assert_int_equal(cfg->limits.well_known_timeout_ms, 10000);
+    assert_int_equal(cfg->limits.key_refetch_interval_ms, 30000);
     assert_int_equal(cfg->limits.outbound_keepalive, 16);
     assert_string_equal(cfg->queue.path, "var/queue");
     char *text = print_to_string(cfg);

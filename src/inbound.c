@@ -452,6 +452,8 @@ static int build_upstream_request(struct inbound *ib)
                                                  : "\r\nX-Forwarded-Proto: http\r\n");
     if (ib->req_chunked)
         buf_append_str(b, "Transfer-Encoding: chunked\r\n");
+    else if (ib->verify && m->chunked) /* kept whole to be verified: its length is known */
+        buf_appendf(b, "Content-Length: %zu\r\n", ib->kept_body.len);
     return buf_append(b, "\r\n", 2);
 }
 

@@ -167,7 +167,9 @@ def start_proxy(certs, make_upstream, start_chappe):
     upstream_url=None, cert_pairs=None) -> Proxy.
 
     homeservers: list of server names, each with its own upstream (default ["hs.localhost"]);
-    upstream_url overrides the (single) upstream URL, e.g. to point at a closed port."""
+    upstream_url overrides the (single) upstream URL, e.g. to point at a closed port. The config
+    pins the key httpc.xmatrix signs with (harness.REMOTE_PINNED_KEYS) unless extra says
+    otherwise."""
 
     def start(handler=None, workers=2, limits=None, homeservers=None, binary=None,
               upstream_url=None, cert_pairs=None, extra=None):
@@ -183,7 +185,7 @@ def start_proxy(certs, make_upstream, start_chappe):
                 pairs.append((n, up.url))
         tls_port, plain_port = free_port(), free_port()
         cfg = make_config(certs, tls_port, plain_port, pairs, workers=workers, limits=limits,
-                          cert_pairs=cert_pairs, extra=extra)
+                          cert_pairs=cert_pairs, extra=extra, pin_remote=True)
         c = start_chappe(cfg, binary=binary)
         return Proxy(c, tls_port, plain_port, ups, certs)
 

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from httpc import REMOTE_KEY_ID, REMOTE_PUBLIC
+
 REPO = Path(__file__).resolve().parents[2]
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 READY_RE = re.compile(r"\bready\b")
@@ -118,10 +120,16 @@ def to_yaml(obj):
     return "\n".join(out) + "\n"
 
 
+# The test origin's key, pinned: requests signed with httpc.xmatrix verify without a key fetch.
+REMOTE_PINNED_KEYS = {"remote.localhost": {REMOTE_KEY_ID: REMOTE_PUBLIC}}
+
+
 def make_config(certs, tls_port, plain_port, homeservers, workers=2, limits=None,
-                cert_pairs=None, extra=None):
+                cert_pairs=None, extra=None, pin_remote=False):
     """homeservers: [(server_name, upstream_url)]. cert_pairs: [(cert, key)] (default: the
-    session's server and alt certificates)."""
+    session's server and alt certificates). pin_remote: add REMOTE_PINNED_KEYS as pinned_keys
+    (start_proxy does; not the default because `chappe keys list` prints every pin and the key
+    CLI tests expect an empty list). extra: top-level keys replacing the defaults."""
     if cert_pairs is None:
         cert_pairs = [(certs.server_crt, certs.server_key), (certs.alt_crt, certs.alt_key)]
     listeners = []
@@ -144,6 +152,8 @@ def make_config(certs, tls_port, plain_port, homeservers, workers=2, limits=None
         "sovereign_ranges": ["127.0.0.0/8", "::1/128"],
         "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
     }
+    if pin_remote:
+        cfg["pinned_keys"] = REMOTE_PINNED_KEYS
     cfg.update(extra or {})
     return cfg
 

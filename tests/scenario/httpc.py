@@ -3,9 +3,15 @@ sends exact bytes, parses responses strictly enough to notice framing mistakes."
 # SPDX-License-Identifier: ISC
 
 import json
+import random
 import socket
 import ssl
 import time
+
+from canonicaljson import encode_canonical_json
+from signedjson.key import decode_signing_key_base64, encode_verify_key_base64, get_verify_key
+from signedjson.sign import sign_json
+from unpaddedbase64 import encode_base64
 
 
 class HTTPTimeout(AssertionError):
@@ -320,9 +326,60 @@ def chunked(pieces, ext=False):
     return bytes(out + b"0\r\n\r\n")
 
 
-# An X-Matrix Authorization of the right shape from an allowlisted origin ("remote.localhost",
-# see harness.make_config) to the fronted homeserver: what the edge checks (header, origin
-# allowlist, destination) want before the proxy mechanics under test. Its signature is not a
-# real one: tests of signature verification sign their requests for real.
-XMATRIX = ("Authorization", 'X-Matrix origin="remote.localhost",destination="hs.localhost",'
-                            'key="ed25519:test",sig="c2lnbmF0dXJl"')
+# --- spec routes ---------------------------------------------------------------------------
+VERSION = "/_matrix/federation/v1/version"
+
+
+def tagged(tag):
+    """A distinct target on an unauthenticated spec route (GET, HEAD): the version endpoint with
+    a query, which chappe passes on as it is. Upstream handlers tell requests apart by
+    req.target (req.path is the version path for all of them)."""
+    return "%s?t=%s" % (VERSION, tag)
+
+
+# --- signed federation requests ---------------------------------------------------------------
+# The test origin "remote.localhost" signs with a fixed key that chappe's test configs pin
+# (harness.REMOTE_PINNED_KEYS, in every start_proxy config): a request signed here passes the
+# X-Matrix verification without any key fetch.
+REMOTE_SEED = b"chappe scenario remote.localhost"
+assert len(REMOTE_SEED) == 32, "an ed25519 seed is 32 bytes"
+REMOTE_KEY = decode_signing_key_base64("ed25519", "test", encode_base64(REMOTE_SEED))
+REMOTE_KEY_ID = "ed25519:test"
+REMOTE_PUBLIC = encode_verify_key_base64(get_verify_key(REMOTE_KEY))  # unpadded base64
+
+
+def canonical(obj):
+    """obj as canonical JSON bytes (what a homeserver sends, and what signatures cover)."""
+    return encode_canonical_json(obj)
+
+
+def txn_body(size, seed=0):
+    """Exactly size bytes (at least 30) of canonical JSON: a transaction {"edus": [], "pad":
+    "x...", "pdus": [...]} whose PDUs carry pseudo-random text from seed, "pad" making up the
+    size. A valid body of any size for a signed PUT /_matrix/federation/v1/send/{txnId}."""
+    rng = random.Random(seed)
+    pdus, used = [], 30  # len('{"edus":[],"pad":"","pdus":[]}')
+    while True:
+        pdu = {"content": {"body": rng.randbytes(1024).hex()}, "type": "m.room.message"}
+        n = len(canonical(pdu)) + (1 if pdus else 0)
+        if used + n > size:
+            break
+        pdus.append(pdu)
+        used += n
+    body = canonical({"edus": [], "pad": "x" * (size - used), "pdus": pdus})
+    assert len(body) == size, "txn_body(%d) made %d bytes" % (size, len(body))
+    return body
+
+
+def xmatrix(method, target, body=None, origin="remote.localhost", destination="hs.localhost",
+            key=REMOTE_KEY):
+    """A real X-Matrix Authorization header (server-server API, "Request Authentication"), as
+    Synapse signs: {"method", "uri": target exactly as sent (path and query), "origin",
+    "destination"[, "content": the parsed body]} signed by origin's key. Returns (name, value)."""
+    req = {"method": method, "uri": target, "origin": origin, "destination": destination}
+    if body is not None:
+        req["content"] = json.loads(body)
+    key_id = "%s:%s" % (key.alg, key.version)
+    sig = sign_json(req, origin, key)["signatures"][origin][key_id]
+    return ("Authorization", 'X-Matrix origin="%s",destination="%s",key="%s",sig="%s"' % (
+        origin, destination, key_id, sig))

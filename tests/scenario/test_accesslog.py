@@ -3,7 +3,7 @@
 
 import time
 
-from httpc import XMATRIX, Conn
+from httpc import Conn, tagged, xmatrix
 from upstream import Response, json_response
 
 BYTES_KEYS = ("bytes_sent", "bytes_out", "bytes")
@@ -42,9 +42,11 @@ def test_access_log_lines(proxy):
              "/_matrix/federation/v1/query/profile"]
     with Conn.tls(proxy.tls_port, source="127.0.0.2") as c:
         assert c.request("GET", paths[0]).status == 200
-        assert c.request("POST", paths[1], body=b'{"limit":5}', headers=[XMATRIX]).status == 200
+        body = b'{"limit":5}'
+        assert c.request("POST", paths[1], body=body,
+                         headers=[xmatrix("POST", paths[1], body)]).status == 200
     with Conn.plain(proxy.plain_port, source="127.0.0.4") as c:
-        assert c.request("GET", paths[2], headers=[XMATRIX]).status == 404
+        assert c.request("GET", paths[2], headers=[xmatrix("GET", paths[2])]).status == 404
 
     log, found = entries_for(proxy.chappe, paths)
     if not all(found.values()):
@@ -81,8 +83,8 @@ def test_access_log_lines(proxy):
 def test_access_log_has_one_line_per_request(proxy):
     with proxy.plain() as c:
         for i in range(10):
-            assert c.request("GET", "/n/%d" % i).status == 200
-    paths = ["/n/%d" % i for i in range(10)]
+            assert c.request("GET", tagged("n%d" % i)).status == 200
+    paths = [tagged("n%d" % i) for i in range(10)]
     log, found = entries_for(proxy.chappe, paths)
     counts = {p: len(found[p]) for p in paths}
     assert all(n == 1 for n in counts.values()), "access log lines per request: %r" % counts
@@ -91,12 +93,13 @@ def test_access_log_has_one_line_per_request(proxy):
 def test_access_log_pipelined_and_error(proxy):
     """chappe's own errors (400) are logged too, with their status."""
     with proxy.plain() as c:
-        c.send(b"GET /ok HTTP/1.1\r\nHost: hs.localhost\r\n\r\n"
-               b"GET /bad HTTP/1.1\r\nHost: hs.localhost\r\nX-A : b\r\n\r\n")
+        c.send(b"GET %s HTTP/1.1\r\nHost: hs.localhost\r\n\r\n"
+               b"GET %s HTTP/1.1\r\nHost: hs.localhost\r\nX-A : b\r\n\r\n" % (
+                   tagged("ok").encode(), tagged("bad").encode()))
         assert c.read_response().status == 200
         assert c.read_response().status == 400
-    log, found = entries_for(proxy.chappe, ["/ok"])
-    assert len(found["/ok"]) == 1, log
+    log, found = entries_for(proxy.chappe, [tagged("ok")])
+    assert len(found[tagged("ok")]) == 1, log
     statuses = [e.get("status") for e in log]
     assert 400 in statuses, "the 400 was not logged: %r" % log
 
@@ -110,8 +113,8 @@ def test_connections_balanced_across_workers(proxy):
         for i in range(100):
             c = Conn.plain(proxy.plain_port)
             conns.append(c)
-            assert c.request("GET", "/balance/%d" % i).status == 200
-        paths = ["/balance/%d" % i for i in range(100)]
+            assert c.request("GET", tagged("balance%d" % i)).status == 200
+        paths = [tagged("balance%d" % i) for i in range(100)]
         log, found = entries_for(proxy.chappe, paths)
         assert all(found.values()), "missing access log lines"
         per_worker = {}

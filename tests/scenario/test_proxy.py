@@ -2,7 +2,6 @@
 homeserver upstream, exactly, with keep-alive, pooling and pipelining."""
 # SPDX-License-Identifier: ISC
 
-import json
 import os
 import socket
 import threading
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from harness import make_config
-from httpc import XMATRIX, Conn, build_request, chunked
+from httpc import Conn, build_request, canonical, chunked, tagged, txn_body, xmatrix
 from upstream import VERSION_BODY, Response, json_response
 
 HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer",
@@ -20,6 +19,19 @@ HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer",
 
 def names_of(headers):
     return [n.lower() for n, _ in headers]
+
+
+def signed_put(txn, body):
+    """A PUT /send/{txn} with a real X-Matrix signature over body: (target, headers)."""
+    target = "/_matrix/federation/v1/send/" + txn
+    return target, [("Content-Type", "application/json"), xmatrix("PUT", target, body)]
+
+
+# A JSON object body written the way no canonical encoder would (spaces, escapes, key order):
+# chappe must pass on the bytes it got, not a re-encoding of what they mean.
+LOOSE_JSON = (rb'{ "pdus" : [ {"type":"m.room.message", '
+              rb'"content": {"body": "caf\u00e9 \/ \"q\"", "n": 10 }} ],' b'\n'
+              rb'  "edus":[], "origin_server_ts" : 1700000000000 }')
 
 
 def test_version_over_tls(proxy):
@@ -41,7 +53,8 @@ def test_request_line_and_host_forwarded_exactly(proxy):
     target = "/_matrix/federation/v1/query/directory?room_alias=%23a%3Ab.c&x=%2F..%2F&y=a+b&z=%7e"
     with proxy.tls() as c:
         r = c.request("GET", target, host="HS.Localhost:8448",
-                      headers=[("X-Custom", "a  b\tc"), ("Accept", "*/*"), XMATRIX])
+                      headers=[("X-Custom", "a  b\tc"), ("Accept", "*/*"),
+                               xmatrix("GET", target)])
     assert r.status == 200, r
     (req,) = proxy.up.requests
     first = req.raw_head.split(b"\r\n", 1)[0]
@@ -81,7 +94,7 @@ def test_forwarded_headers_added_tls(proxy):
 
 def test_forwarded_headers_added_plain(proxy):
     with Conn.plain(proxy.plain_port, source="127.0.0.3") as c:
-        r = c.request("GET", "/x", headers=[("x-forwarded-for", "10.0.0.1, 10.0.0.2")])
+        r = c.request("GET", tagged("x"), headers=[("x-forwarded-for", "10.0.0.1, 10.0.0.2")])
     assert r.status == 200, r
     (req,) = proxy.up.requests
     assert req.header_all("X-Forwarded-For") == ["127.0.0.3"], req.header_all("X-Forwarded-For")
@@ -112,7 +125,7 @@ def test_hop_by_hop_response_fields_removed(proxy):
         ("Keep-Alive", "timeout=1"), ("X-Up-Hop", "1"), ("Proxy-Connection", "keep-alive"),
         ("Trailer", "X-Foo"), ("Upgrade", "foo"), ("X-Other", "kept")])
     with proxy.tls() as c:
-        r = c.request("GET", "/x")
+        r = c.request("GET", tagged("x"))
         assert r.status == 200, r
         got = names_of(r.headers)
         leaked = [n for n in ["keep-alive", "x-up-hop", "proxy-connection", "trailer", "upgrade"]
@@ -123,15 +136,15 @@ def test_hop_by_hop_response_fields_removed(proxy):
         assert r.header("X-Other") == "kept"
         assert r.body == b'{"ok":true}'
         # the upstream's Connection header must not have closed the client connection
-        r2 = c.request("GET", "/y")
+        r2 = c.request("GET", tagged("y"))
         assert r2.status == 200
 
 
-def test_content_length_body_identical(proxy):
-    body = os.urandom(300 * 1024)
+@pytest.mark.parametrize("body", [txn_body(300 * 1024), LOOSE_JSON], ids=["300k", "loose"])
+def test_content_length_body_identical(proxy, body):
+    target, headers = signed_put("txn1", body)
     with proxy.tls() as c:
-        r = c.request("PUT", "/_matrix/federation/v1/send/txn1", body=body,
-                      headers=[("Content-Type", "application/octet-stream"), XMATRIX])
+        r = c.request("PUT", target, body=body, headers=headers)
     assert r.status == 200, r
     (req,) = proxy.up.requests
     assert req.method == "PUT"
@@ -142,12 +155,14 @@ def test_content_length_body_identical(proxy):
 
 
 def test_chunked_request_body(proxy):
-    pieces = [b"{", os.urandom(1000), b"x" * 70000, b"", os.urandom(17)]
-    pieces = [p for p in pieces if p]
-    payload = b"".join(pieces)
+    payload = txn_body(71018, seed=1)
+    cuts = [1, 1001, 71001]  # pieces of 1, 1000, 70000 and 17 bytes, cut inside JSON tokens
+    pieces = [payload[a:b] for a, b in zip([0] + cuts, cuts + [len(payload)])]
+    target = "/_matrix/federation/v1/publicRooms"
     with proxy.plain() as c:
-        c.send(build_request("POST", "/_matrix/federation/v1/publicRooms", headers=[
-            ("Transfer-Encoding", "chunked"), XMATRIX]) + chunked(pieces))
+        c.send(build_request("POST", target, headers=[
+            ("Transfer-Encoding", "chunked"), xmatrix("POST", target, payload)]) +
+            chunked(pieces))
         r = c.read_response()
     assert r.status == 200, r
     (req,) = proxy.up.requests
@@ -158,8 +173,11 @@ def test_chunked_request_body(proxy):
 
 def test_chunked_request_body_split_sends(proxy):
     """Chunk boundaries split across TCP segments (size line cut in the middle)."""
-    pieces = [os.urandom(300), os.urandom(5000)]
-    wire = build_request("POST", "/p", headers=[("Transfer-Encoding", "chunked")]) + \
+    payload = txn_body(5300, seed=2)
+    pieces = [payload[:300], payload[300:]]
+    target = "/_matrix/federation/v1/publicRooms"
+    wire = build_request("POST", target, headers=[("Transfer-Encoding", "chunked"),
+                                                  xmatrix("POST", target, payload)]) + \
         chunked(pieces)
     with proxy.plain() as c:
         for i in range(0, len(wire), 97):
@@ -176,18 +194,18 @@ def test_response_bodies_identical(proxy):
     pieces = [os.urandom(n) for n in (1, 100, 20000, 3)]
 
     def handler(req):
-        if req.path == "/cl":
+        if req.target == tagged("cl"):
             return Response(200, big, headers=[("Content-Type", "application/octet-stream")])
-        if req.path == "/chunked":
+        if req.target == tagged("chunked"):
             return Response(200, chunks=pieces)
         return None
 
     proxy.up.handler = handler
     with proxy.tls() as c:
-        r = c.request("GET", "/cl")
+        r = c.request("GET", tagged("cl"))
         assert r.status == 200 and r.body == big, "Content-Length body differs"
         assert r.header("Content-Length") == str(len(big)), r.headers
-        r = c.request("GET", "/chunked")
+        r = c.request("GET", tagged("chunked"))
         assert r.status == 200, r
         assert r.body == b"".join(pieces), "chunked response body differs"
 
@@ -197,16 +215,17 @@ def test_close_delimited_response(proxy):
     body = os.urandom(50000)
     proxy.up.handler = lambda req: Response(200, body, auto_headers=False, close=True)
     with proxy.plain() as c:
-        r = c.request("GET", "/x", timeout=10)
+        r = c.request("GET", tagged("x"), timeout=10)
         assert r.status == 200, r
         assert r.body == body, "close-delimited body: got %d bytes, expected %d" % (
             len(r.body), len(body))
 
 
 def test_status_codes_passed_through(proxy):
-    codes = {"/a": 201, "/b": 404, "/c": 500, "/d": 403, "/e": 204}
-    proxy.up.handler = lambda req: json_response({"errcode": "M_X"}, codes[req.path]) \
-        if codes[req.path] != 204 else Response(204)
+    codes = {tagged("a"): 201, tagged("b"): 404, tagged("c"): 500, tagged("d"): 403,
+             tagged("e"): 204}
+    proxy.up.handler = lambda req: json_response({"errcode": "M_X"}, codes[req.target]) \
+        if codes[req.target] != 204 else Response(204)
     with proxy.tls() as c:
         for path, code in codes.items():
             r = c.request("GET", path)
@@ -218,7 +237,7 @@ def test_status_codes_passed_through(proxy):
 def test_head_request(proxy):
     proxy.up.handler = lambda req: Response(200, b"x" * 100) if req.method == "HEAD" else None
     with proxy.plain() as c:
-        r = c.request("HEAD", "/h", timeout=5)
+        r = c.request("HEAD", tagged("h"), timeout=5)
         assert r.status == 200, r
         assert r.header("Content-Length") == "100"
         r = c.request("GET", "/_matrix/federation/v1/version", timeout=5)
@@ -229,7 +248,7 @@ def test_head_request(proxy):
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_client_connection_close(proxy, tls):
     with (proxy.tls() if tls else proxy.plain()) as c:
-        r = c.request("GET", "/x", headers=[("Connection", "close")])
+        r = c.request("GET", tagged("x"), headers=[("Connection", "close")])
         assert r.status == 200
         closed, _, extra = c.wait_closed(5)
         assert closed, "chappe kept the connection open after Connection: close"
@@ -255,7 +274,7 @@ def test_routing_by_host(start_proxy):
         for host, up in [("hs.localhost", hs), ("alt.localhost", alt),
                          ("ALT.LocalHost:8448", alt), ("HS.LOCALHOST", hs)]:
             before = len(up.requests)
-            r = c.request("GET", "/who", host=host)
+            r = c.request("GET", tagged("who"), host=host)
             assert r.status == 200, "%s: %r" % (host, r)
             assert len(up.requests) == before + 1, "Host %s not routed to its upstream" % host
     assert len(hs.requests) == 2 and len(alt.requests) == 2
@@ -264,19 +283,19 @@ def test_routing_by_host(start_proxy):
 def test_routing_by_host_over_tls(start_proxy):
     p, hs, alt = two_homeservers(start_proxy)
     with p.tls(sni="relay.localhost") as c:
-        assert c.request("GET", "/1", host="alt.localhost").status == 200
-        assert c.request("GET", "/2", host="hs.localhost").status == 200
-    assert [r.target for r in alt.requests] == ["/1"]
-    assert [r.target for r in hs.requests] == ["/2"]
+        assert c.request("GET", tagged("1"), host="alt.localhost").status == 200
+        assert c.request("GET", tagged("2"), host="hs.localhost").status == 200
+    assert [r.target for r in alt.requests] == [tagged("1")]
+    assert [r.target for r in hs.requests] == [tagged("2")]
 
 
 def test_routing_by_sni_without_host(start_proxy):
     p, hs, alt = two_homeservers(start_proxy)
     with p.tls(sni="alt.localhost") as c:
-        c.send(b"GET /sni HTTP/1.0\r\n\r\n")
+        c.send(b"GET %s HTTP/1.0\r\n\r\n" % tagged("sni").encode())
         r = c.read_response()
     assert r.status == 200, "HTTP/1.0 without Host, SNI alt.localhost: %r" % r
-    assert [x.target for x in alt.requests] == ["/sni"] and not hs.requests
+    assert [x.target for x in alt.requests] == [tagged("sni")] and not hs.requests
 
 
 def test_routing_unknown_host_404(start_proxy):
@@ -291,15 +310,16 @@ def test_routing_unknown_host_404(start_proxy):
 # --- keep-alive, pooling, pipelining ---------------------------------------------------------
 def test_keepalive_and_upstream_pool(start_proxy):
     p = start_proxy(workers=1)
+    p.up.handler = lambda req: Response(200, req.target.encode())
     with p.tls() as c:
         for i in range(5):
-            r = c.request("GET", "/seq/%d" % i)
-            assert r.status == 200 and json.loads(r.body)["path"] == "/seq/%d" % i, r
+            r = c.request("GET", tagged("seq%d" % i))
+            assert r.status == 200 and r.body == tagged("seq%d" % i).encode(), r
     assert p.up.accepted == 1, "5 sequential requests used %d upstream connections" % (
         p.up.accepted)
     with p.plain() as c:
         for i in range(3):
-            assert c.request("GET", "/again/%d" % i).status == 200
+            assert c.request("GET", tagged("again%d" % i)).status == 200
     assert p.up.accepted == 1, "a second client connection opened a new upstream connection " \
         "(%d in all) instead of reusing the pooled one" % p.up.accepted
     assert len(p.up.requests) == 8
@@ -307,38 +327,43 @@ def test_keepalive_and_upstream_pool(start_proxy):
 
 def test_upstream_close_then_new_connection(start_proxy):
     p = start_proxy(workers=1)
-    p.up.handler = lambda req: Response(200, b"bye", close=True) if req.path == "/close" \
-        else None
+    p.up.handler = lambda req: Response(200, b"bye", close=True) \
+        if req.target == tagged("close") else Response(200, req.target.encode())
     with p.plain() as c:
-        r = c.request("GET", "/close")
+        r = c.request("GET", tagged("close"))
         assert r.status == 200 and r.body == b"bye"
-        r = c.request("GET", "/after")
-        assert r.status == 200 and json.loads(r.body)["path"] == "/after", r
+        r = c.request("GET", tagged("after"))
+        assert r.status == 200 and r.body == tagged("after").encode(), r
     assert p.up.accepted == 2
 
 
 def test_pipelining_in_order(start_proxy):
     p = start_proxy(workers=1)
+    slow, three = tagged("slow"), tagged("three")
     p.up.handler = lambda req: Response(200, req.target.encode(), delay=0.7) \
-        if req.path == "/slow" else Response(200, req.target.encode())
-    wire = (build_request("GET", "/slow") + build_request("POST", "/two", body=b"2" * 10) +
-            build_request("GET", "/three"))
+        if req.target == slow else Response(200, req.target.encode())
+    # the signed PUT in the middle is held by chappe until its signature is checked
+    body = canonical({"edus": [], "pdus": [{"content": {"body": "2" * 10}}]})
+    two, headers = signed_put("two", body)
+    wire = (build_request("GET", slow) + build_request("PUT", two, headers=headers, body=body) +
+            build_request("GET", three))
     with p.plain() as c:
         c.send(wire)
         bodies = [c.read_response(timeout=10).body for _ in range(3)]
-    assert bodies == [b"/slow", b"/two", b"/three"], "pipelined responses out of order: %r" % (
-        bodies,)
+    assert bodies == [t.encode() for t in (slow, two, three)], \
+        "pipelined responses out of order: %r" % (bodies,)
 
 
 def test_pipelining_over_tls(start_proxy):
     p = start_proxy(workers=1)
+    targets = [tagged(t) for t in ("slow", "b", "c", "d")]
     p.up.handler = lambda req: Response(200, req.target.encode(), delay=0.5) \
-        if req.path == "/slow" else Response(200, req.target.encode())
-    wire = b"".join(build_request("GET", t) for t in ["/slow", "/b", "/c", "/d"])
+        if req.target == targets[0] else Response(200, req.target.encode())
+    wire = b"".join(build_request("GET", t) for t in targets)
     with p.tls() as c:
         c.send(wire)
         bodies = [c.read_response(timeout=10).body for _ in range(4)]
-    assert bodies == [b"/slow", b"/b", b"/c", b"/d"], bodies
+    assert bodies == [t.encode() for t in targets], bodies
 
 
 # --- concurrency, IPv6, Expect ----------------------------------------------------------------
@@ -354,9 +379,9 @@ def test_concurrent_clients(start_proxy):
             conn = p.tls() if i % 2 else p.plain()
             with conn as c:
                 for j in range(8):
-                    body = os.urandom(100 + 997 * j)
-                    target = "/c/%d/%d" % (i, j)
-                    r = c.request("POST", target, body=body, timeout=20)
+                    body = txn_body(100 + 997 * j, seed=i * 8 + j)
+                    target, headers = signed_put("c-%d-%d" % (i, j), body)
+                    r = c.request("PUT", target, body=body, headers=headers, timeout=20)
                     if r.status != 200 or r.body != body + target.encode():
                         errors.append("client %d request %d: %d %r" % (i, j, r.status,
                                                                        r.body[-40:]))
@@ -399,10 +424,11 @@ def free_port_v6():
 def test_expect_100_continue(proxy):
     """A client sending Expect: 100-continue gets its request through: chappe either relays or
     sends 100 Continue, or simply reads the body the client sends after waiting."""
-    body = b"e" * 5000
+    body = txn_body(5000, seed=3)
+    target, headers = signed_put("e", body)
     with proxy.plain() as c:
-        c.send(build_request("PUT", "/_matrix/federation/v1/send/e", headers=[
-            ("Expect", "100-continue"), ("Content-Length", str(len(body))), XMATRIX]))
+        c.send(build_request("PUT", target, headers=[
+            ("Expect", "100-continue"), ("Content-Length", str(len(body)))] + headers))
         c.sock.settimeout(1.5)
         try:
             early = c.sock.recv(4096)

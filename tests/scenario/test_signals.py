@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from harness import free_port, make_config
-from httpc import Conn, build_request, client_ctx, tcp_connect
+from httpc import Conn, build_request, client_ctx, tagged, tcp_connect
 from upstream import VERSION_BODY, Response
 
 SAN = "DNS:localhost,DNS:relay.localhost,DNS:hs.localhost,IP:127.0.0.1,IP:::1"
@@ -100,7 +100,7 @@ def test_sighup_swaps_certificate(certs, tmp_path, make_upstream, start_chappe):
     new_crt, new_key, new_der = new_cert(tmp_path / "new")
     assert new_der != certs.server_der
     with Conn.tls(tls_port) as old:
-        assert old.request("GET", "/before").status == 200
+        assert old.request("GET", tagged("before")).status == 200
         replace_file(live / "server.key", new_key)
         replace_file(live / "server.crt", new_crt)
         ch.signal(signal.SIGHUP)
@@ -113,7 +113,7 @@ def test_sighup_swaps_certificate(certs, tmp_path, make_upstream, start_chappe):
         # the SNI alt certificate was not touched
         assert peer_der(tls_port, "alt.localhost") == certs.alt_der
         # the connection opened before the reload keeps working
-        r = old.request("GET", "/after")
+        r = old.request("GET", tagged("after"))
         assert r.status == 200, "pre-reload connection after SIGHUP: %r" % r
     assert ch.alive(), "chappe died on SIGHUP"
     with Conn.tls(tls_port) as c:
@@ -170,17 +170,18 @@ def test_sighup_missing_key_keeps_old(certs, tmp_path, make_upstream, start_chap
 
 
 def test_sigterm_drains_in_flight(certs, tmp_path, make_upstream, start_chappe):
+    slow = tagged("slow")
     up = make_upstream(lambda req: Response(200, b"slow answer " + req.target.encode(),
-                                            delay=1.5) if req.path == "/slow" else None)
+                                            delay=1.5) if req.target == slow else None)
     tls_port, plain_port = free_port(), free_port()
     ch = start_chappe(make_config(certs, tls_port, plain_port, [("hs.localhost", up.url)],
                                   workers=2))
     idle = Conn.plain(plain_port)  # an idle keep-alive connection must not hold the exit
-    assert idle.request("GET", "/idle").status == 200
+    assert idle.request("GET", tagged("idle")).status == 200
     c = Conn.tls(tls_port)
     try:
-        c.send(build_request("GET", "/slow"))
-        assert up.wait_for(lambda: any(h.target == "/slow" for h in up.heads), 5), \
+        c.send(build_request("GET", slow))
+        assert up.wait_for(lambda: any(h.target == slow for h in up.heads), 5), \
             "the upstream never got the request"
         t0 = time.monotonic()
         ch.signal(signal.SIGTERM)
@@ -199,7 +200,7 @@ def test_sigterm_drains_in_flight(certs, tmp_path, make_upstream, start_chappe):
         assert refused_after is not None, "new connections still accepted %.1fs after " \
             "SIGTERM" % (time.monotonic() - t0)
         r = c.read_response(timeout=10)
-        assert r.status == 200 and r.body == b"slow answer /slow", \
+        assert r.status == 200 and r.body == b"slow answer " + slow.encode(), \
             "in-flight request during drain got %r" % r
     finally:
         c.close()
@@ -219,7 +220,7 @@ def test_sigterm_drains_in_flight(certs, tmp_path, make_upstream, start_chappe):
 
 def test_sigterm_idle_exits_promptly(proxy):
     with proxy.plain() as c:
-        assert c.request("GET", "/x").status == 200
+        assert c.request("GET", tagged("x")).status == 200
         t0 = time.monotonic()
         proxy.chappe.signal(signal.SIGTERM)
         rc = proxy.chappe.wait(10)
@@ -235,7 +236,7 @@ def test_sigterm_drain_timeout_bounds_exit(certs, tmp_path, make_upstream, start
     ch = start_chappe(make_config(certs, tls_port, plain_port, [("hs.localhost", up.url)],
                                   limits={"drain_timeout": "2s", "upstream_timeout": "60s"}))
     with Conn.plain(plain_port) as c:
-        c.send(build_request("GET", "/hang"))
+        c.send(build_request("GET", tagged("hang")))
         assert up.wait_for(lambda: up.heads, 5)
         t0 = time.monotonic()
         ch.signal(signal.SIGTERM)

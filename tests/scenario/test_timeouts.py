@@ -4,7 +4,7 @@ bodies."""
 
 import time
 
-from httpc import Conn, build_request
+from httpc import VERSION, Conn, build_request, tagged, xmatrix
 
 
 def test_slowloris_head_closed_after_header_timeout(proxy):
@@ -12,7 +12,7 @@ def test_slowloris_head_closed_after_header_timeout(proxy):
     c = Conn.plain(proxy.plain_port)
     try:
         t0 = time.monotonic()
-        c.send(b"GET /x HTTP/1.1\r\nHost: hs.localhost\r\nX-Slow: ")
+        c.send(b"GET %s HTTP/1.1\r\nHost: hs.localhost\r\nX-Slow: " % VERSION.encode())
         closed_at = None
         got = b""
         for _ in range(12):  # at most ~12 s
@@ -49,7 +49,7 @@ def test_silent_connection_closed_after_header_timeout(start_proxy):
 def test_idle_keepalive_closed_after_idle_timeout(start_proxy):
     p = start_proxy(limits={"idle_timeout": "2s", "header_timeout": "10s"})
     with p.tls() as c:
-        r = c.request("GET", "/x")
+        r = c.request("GET", VERSION)
         assert r.status == 200
         closed, elapsed, got = c.wait_closed(8)
         assert closed, "idle keep-alive connection still open after 8s (idle_timeout 2s)"
@@ -63,7 +63,7 @@ def test_active_keepalive_not_closed(start_proxy):
     p = start_proxy(limits={"idle_timeout": "2s", "header_timeout": "10s"})
     with p.plain() as c:
         for i in range(5):
-            r = c.request("GET", "/tick/%d" % i)
+            r = c.request("GET", tagged("tick%d" % i))
             assert r.status == 200, "request %d on an active connection: %r" % (i, r)
             time.sleep(0.8)
 
@@ -79,8 +79,10 @@ def test_idle_plain_connection_never_sending(start_proxy):
 
 def test_body_timeout(start_proxy):
     p = start_proxy(limits={"body_timeout": "2s"})
+    target, body = "/_matrix/federation/v1/send/stall", b'{"a":"12"}'  # 10 bytes, half sent
     with p.plain() as c:
-        c.send(build_request("POST", "/p", headers=[("Content-Length", "10")]) + b"12345")
+        c.send(build_request("PUT", target, headers=[
+            ("Content-Length", str(len(body))), xmatrix("PUT", target, body)]) + body[:5])
         closed, elapsed, got = c.wait_closed(8)
         assert closed, "stalled body: connection still open after 8s (body_timeout 2s)"
         assert 1.5 <= elapsed <= 5.0, "stalled body closed after %.1fs" % elapsed

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from httpc import Conn, client_ctx, tcp_connect
+from httpc import Conn, client_ctx, tagged, tcp_connect
 from upstream import VERSION_BODY
 
 CBC_SUITES = ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:"
@@ -105,7 +105,7 @@ def test_sni_certificate_choice(proxy, sni, which):
 def test_session_resumption(proxy):
     ctx = client_ctx(maximum=ssl.TLSVersion.TLSv1_2)
     with Conn.tls(proxy.tls_port, ctx=ctx) as c1:
-        assert c1.request("GET", "/1").status == 200
+        assert c1.request("GET", tagged("1")).status == 200
         sess = c1.sock.session
         assert not c1.sock.session_reused
     assert sess is not None
@@ -113,7 +113,7 @@ def test_session_resumption(proxy):
     for _ in range(2):  # the second connection may land on the other worker
         with Conn.tls(proxy.tls_port, ctx=ctx, session=sess) as c2:
             reused.append(c2.sock.session_reused)
-            assert c2.request("GET", "/2").status == 200
+            assert c2.request("GET", tagged("2")).status == 200
     assert all(reused), "TLS session not resumed (session_reused=%r)" % reused
 
 
@@ -123,7 +123,7 @@ def test_session_resumption_across_workers(start_proxy):
     p = start_proxy(workers=2)
     ctx = client_ctx(maximum=ssl.TLSVersion.TLSv1_2)
     with Conn.tls(p.tls_port, ctx=ctx) as c1:
-        assert c1.request("GET", "/1").status == 200
+        assert c1.request("GET", tagged("1")).status == 200
         sess = c1.sock.session
     reused = []
     for _ in range(6):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import free_port
-from httpc import Conn, build_request
+from httpc import Conn, build_request, tagged
 from upstream import Response
 
 
@@ -36,15 +36,16 @@ def test_upstream_timeout_then_late_response_not_delivered(start_proxy):
     """After a 504 the upstream connection must be discarded: the late answer to the timed-out
     request must never be delivered as the answer to the next one."""
     p = start_proxy(workers=1, limits={"upstream_timeout": "1s"})
+    late, nxt = tagged("late"), tagged("next")
     p.up.handler = lambda req: Response(200, b"LATE " + req.target.encode(), delay=2.0) \
-        if req.path == "/late" else Response(200, b"ok " + req.target.encode())
+        if req.target == late else Response(200, b"ok " + req.target.encode())
     with p.plain() as c:
-        r = c.request("GET", "/late", timeout=8)
+        r = c.request("GET", late, timeout=8)
         assert r.status == 504, r
     time.sleep(1.5)  # the upstream now writes its late answer
     with p.plain() as c:
-        r = c.request("GET", "/next", timeout=8)
-        assert r.status == 200 and r.body == b"ok /next", \
+        r = c.request("GET", nxt, timeout=8)
+        assert r.status == 200 and r.body == b"ok " + nxt.encode(), \
             "next request got %d %r: a stale upstream connection was reused" % (r.status, r.body)
 
 
@@ -99,7 +100,7 @@ def test_upstream_connect_timeout(start_proxy):
                         limits={"upstream_connect_timeout": "2s", "upstream_timeout": "10s"})
         with p.plain() as c:
             t0 = time.monotonic()
-            r = c.request("GET", "/x", timeout=12)
+            r = c.request("GET", tagged("x"), timeout=12)
             elapsed = time.monotonic() - t0
         assert r.status in (502, 504), "connect timeout: got %d %r" % (r.status, r.body[:200])
         assert error_json(r, "connect timeout").get("errcode") == "M_UNKNOWN", r.body
@@ -115,7 +116,7 @@ def test_upstream_dies_mid_content_length_body(proxy):
     body = b"z" * 200000
     proxy.up.handler = lambda req: Response(200, body, abort_after=50000)
     with proxy.plain() as c:
-        c.send(build_request("GET", "/x"))
+        c.send(build_request("GET", tagged("x")))
         head = c.read_head(timeout=5)
         assert head.status == 200
         closed, elapsed, got = c.wait_closed(5)
@@ -128,7 +129,7 @@ def test_upstream_dies_mid_chunked_body(proxy):
     chunks = [b"a" * 1000] * 50
     proxy.up.handler = lambda req: Response(200, chunks=chunks, abort_after=10000)
     with proxy.tls() as c:
-        c.send(build_request("GET", "/x"))
+        c.send(build_request("GET", tagged("x")))
         head = c.read_head(timeout=5)
         assert head.status == 200
         closed, elapsed, got = c.wait_closed(5)
@@ -155,15 +156,15 @@ def test_malformed_upstream_response_502(start_proxy, case):
     """A response chappe cannot frame safely is not passed on: 502, and the upstream
     connection is not reused (the next request gets a fresh, correct answer)."""
     p = start_proxy(workers=1)
-    p.up.handler = lambda req: Response(raw=BAD_RESPONSES[case]) if req.path == "/bad" \
-        else Response(200, b"good " + req.target.encode())
+    p.up.handler = lambda req: Response(raw=BAD_RESPONSES[case]) \
+        if req.target == tagged("bad") else Response(200, b"good " + req.target.encode())
     with p.plain() as c:
-        r = c.request("GET", "/bad", timeout=8)
+        r = c.request("GET", tagged("bad"), timeout=8)
         assert r.status == 502, "%s: got %d %r" % (case, r.status, r.body[:200])
         assert error_json(r, case).get("errcode") == "M_UNKNOWN", r.body
     with p.plain() as c:
-        r = c.request("GET", "/next", timeout=8)
-        assert (r.status, r.body) == (200, b"good /next"), \
+        r = c.request("GET", tagged("next"), timeout=8)
+        assert (r.status, r.body) == (200, b"good " + tagged("next").encode()), \
             "%s: the request after a malformed response got %d %r" % (case, r.status, r.body)
 
 
@@ -171,12 +172,12 @@ def test_upstream_closes_idle_pooled_connection(start_proxy):
     """The upstream drops its keep-alive connection while it idles in chappe's pool: the next
     request must still succeed (on a new connection), not fail with 502."""
     p = start_proxy(workers=1)
-    p.up.handler = lambda req: Response(200, b"one", drop_after=True) if req.path == "/one" \
-        else Response(200, b"two")
+    p.up.handler = lambda req: Response(200, b"one", drop_after=True) \
+        if req.target == tagged("one") else Response(200, b"two")
     with p.plain() as c:
-        assert c.request("GET", "/one").body == b"one"
+        assert c.request("GET", tagged("one")).body == b"one"
         time.sleep(0.5)
-        r = c.request("GET", "/two")
+        r = c.request("GET", tagged("two"))
         assert (r.status, r.body) == (200, b"two"), \
             "request after the upstream closed its idle connection: %d %r" % (r.status, r.body)
     assert p.up.accepted == 2
@@ -185,10 +186,10 @@ def test_upstream_closes_idle_pooled_connection(start_proxy):
 def test_upstream_idle_timeout_closes_pooled_connection(start_proxy):
     p = start_proxy(workers=1, limits={"upstream_idle_timeout": "1s"})
     with p.plain() as c:
-        assert c.request("GET", "/a").status == 200
+        assert c.request("GET", tagged("a")).status == 200
         assert p.up.wait_for(lambda: 1 in p.up.conn_closed, 4), \
             "pooled upstream connection still open 4s after use (upstream_idle_timeout 1s)"
-        assert c.request("GET", "/b").status == 200
+        assert c.request("GET", tagged("b")).status == 200
     assert p.up.accepted == 2
 
 
@@ -200,7 +201,7 @@ def test_upstream_keepalive_cap(start_proxy):
     conns = [Conn.plain(p.plain_port) for _ in range(6)]
     try:
         for c in conns:
-            c.send(build_request("GET", "/c"))
+            c.send(build_request("GET", tagged("c")))
         for c in conns:
             assert c.read_response(timeout=10).status == 200
         assert p.up.accepted == 6, "6 concurrent requests used %d upstream connections" % (

@@ -270,12 +270,19 @@ static void on_stored(void *ud, int rc)
     fetch_end(f, 0, "");
 }
 
+/* The store_write_fn of a fetch: its document write (the fetch is on_stored's ud too). */
+static int write_fetched(MDB_txn *txn, struct store *s, void *ud)
+{
+    struct kf_fetch *f = ud;
+    return keyfetch_write_doc(txn, s, &f->write);
+}
+
 static void store_doc(struct kf_fetch *f, const struct keydoc *doc, struct slice json)
 {
     f->write = (struct keyfetch_doc_write){
         doc, f->srv->name, f->notary ? f->notary->server_name : NULL, util_wall_ms(), json};
     f->storing = true;
-    int rc = store_submit(f->kf->store, &f->kf->port, keyfetch_write_doc, on_stored, f);
+    int rc = store_submit(f->kf->store, &f->kf->port, write_fetched, on_stored, f);
     if (rc < 0) {
         f->storing = false;
         char why[128];

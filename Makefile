@@ -33,7 +33,7 @@ REL_LLHTTP := $(patsubst $(LLHTTP_DIR)/%.c,build/llhttp/%.o,$(LLHTTP_SRC))
 DBG_LLHTTP := $(patsubst $(LLHTTP_DIR)/%.c,build/debug/llhttp/%.o,$(LLHTTP_SRC))
 UNIT_BIN := $(patsubst tests/unit/%.c,build/debug/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps debug test test-build unit scenario run certs fuzz format lint clean help bench bench-crypto
+.PHONY: all deps debug test test-build unit scenario run certs fuzz format lint clean help bench bench-crypto bench-verify
 
 all: build/chappe
 
@@ -42,7 +42,7 @@ help:
 	@echo "make test      install deps, build with ASan+UBSan, run unit and scenario tests"
 	@echo "make           optimized build/chappe"
 	@echo "make fuzz      bounded libFuzzer runs (FUZZ_SECONDS=60 each)"
-	@echo "make format | lint | clean | bench | bench-crypto"
+	@echo "make format | lint | clean | bench | bench-crypto | bench-verify"
 
 deps:
 	@sh tools/deps.sh core
@@ -160,6 +160,11 @@ bench:
 	@sh tools/deps.sh core bench
 	@$(MAKE) --no-print-directory -j$(JOBS) build/chappe certs
 	bash bench/proxy.sh
+
+bench-verify:
+	@sh tools/deps.sh core bench
+	@$(MAKE) --no-print-directory -j$(JOBS) build/chappe certs
+	bash bench/verify.sh
 
 bench-crypto:
 	@sh tools/deps.sh core

@@ -31,10 +31,9 @@ HOSTNAME_TLS=localhost                    # SNI, Host and X-Matrix destination
 CIPHERS=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305
 CIPHERS=$CIPHERS:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384
 CIPHERS=$CIPHERS:ECDHE-RSA-CHACHA20-POLY1305
-# the X-Matrix header of bench/send.lua (a well-formed signature that does not verify)
-XMATRIX='X-Matrix origin="a.example.org",destination="localhost",key="ed25519:a_abc",sig="'
-XMATRIX=$XMATRIX'qaEaNSxch9TrIwCBz/mKYhvYGQ8X/yy2CNFOibtJ5OrvPZFk8m6/'
-XMATRIX=$XMATRIX'rNMe2W9aEHxliwholZ16b/68F9NDMhRz5g"'
+# send workload: requests pre-signed by a.example.org (bench/presign.py), whose key chappe pins
+NREQ=${BENCH_VERIFY_REQUESTS:-50000}      # distinct pre-signed requests (wrk cycles through them)
+ORIGIN=a.example.org
 NOISE_PCT=${BENCH_NOISE_PCT:-10}          # flag runs where other processes used more CPU (%)
 PY=/usr/bin/python3
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
@@ -262,8 +261,12 @@ for c in wrk nginx haproxy openssl curl pgrep timeout awk; do
     command -v "$c" >/dev/null 2>&1 || die "missing command: $c (run: sh tools/deps.sh bench)"
 done
 [ -x "$PY" ] || die "missing $PY"
+"$PY" -c 'import signedjson.sign, canonicaljson' 2>/dev/null ||
+    die "$PY lacks signedjson/canonicaljson (apt-get install python3-signedjson python3-canonicaljson)"
 case "$RUNS" in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive integer" ;; esac
 case "$IDLE_CONNS" in '' | *[!0-9]*) die "BENCH_IDLE_CONNS must be a number" ;; esac
+case "$NREQ" in '' | *[!0-9]* | 0) die "BENCH_VERIFY_REQUESTS must be a positive integer" ;; esac
+case "$THREADS" in '' | *[!0-9]* | 0) die "BENCH_THREADS must be a positive integer" ;; esac
 
 want=""
 for p in $PROXIES; do
@@ -339,6 +342,22 @@ crt_text=$(openssl x509 -in "$CRT" -noout -text 2>/dev/null || true)
 [[ "$crt_text" == *prime256v1* || "$crt_text" == *P-256* ]] ||
     say "bench: warning: server.crt is not an ECDSA P-256 certificate"
 (umask 077 && cat "$CRT" "$KEY" >"$workdir/haproxy/server.pem")
+
+# --- the signed requests: every proxy gets the same bytes; chappe verifies them -----------------
+# presign.py makes a.example.org's key (Synapse format) and signs the requests as Synapse does;
+# the send workload (bench/verify.lua) cycles through them, the PUT check sends the first one.
+nsigned=1
+[[ " $WORKLOADS " == *" send "* ]] && nsigned=$((NREQ > THREADS ? NREQ : THREADS))
+mkdir -p "$workdir/req"
+say "bench: signing $nsigned request(s) as $ORIGIN (bench/presign.py)"
+timeout $((nsigned / 1000 + 60)) "$PY" "$here/presign.py" --generate \
+    --key "$workdir/req/signing.key" --out "$workdir/req" --count "$nsigned" \
+    --tag "s$(date -u +%Y%m%d%H%M%S)" --origin "$ORIGIN" --destination "$HOSTNAME_TLS" \
+    >"$workdir/presign.log" 2>&1 || die "presign failed: $(tail -n 5 "$workdir/presign.log")"
+read -r KEY_ID KEY_PUB <"$workdir/req/public.txt"
+REQS=$workdir/req/requests.tsv
+BODY=$workdir/req/body.json
+IFS=$'\t' read -r PATH1 AUTH1 <"$REQS"
 
 read -r UP_PORT CHAPPE_PORT NGINX_PORT HAPROXY_PORT <<<"$(free_ports 4)"
 declare -A PORT=([chappe]=$CHAPPE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
@@ -486,11 +505,14 @@ homeservers:
 # like nginx client_header_timeout and HAProxy timeout http-request: 60 s for the first request,
 # so that the idle-connection test (handshake, no request) has the same window on all three
 limits: { header_timeout: 60s }
-# the policy is required: the bench's requests come from a.example.org (bench/send.lua)
-federation_domain_whitelist: [a.example.org]
+# the policy is required: the bench's requests come from a.example.org (bench/presign.py)
+federation_domain_whitelist: [$ORIGIN]
 sovereign_ranges: ["127.0.0.0/8"]
 ip_range_whitelist: ["127.0.0.0/8"]
 queue: { path: $workdir/chappe/store }
+# the send workload's requests are signed by this key: chappe verifies every one (never fetched)
+pinned_keys:
+  $ORIGIN: { "$KEY_ID": "$KEY_PUB" }
 EOF
 
 # --- start everything ----------------------------------------------------------------------------
@@ -546,6 +568,10 @@ cpu=$(lscpu 2>/dev/null | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2;
         echo "wrk: $THREADS threads, $CONNS connections, ${DURATION} x $RUNS runs (median)," \
             "${WARMUP} warm-up before each; workloads: $WORKLOADS"
     fi
+    if [[ " $WORKLOADS " == *" send "* ]]; then
+        echo "send: $nsigned requests pre-signed by $ORIGIN $KEY_ID, cycled; chappe pins the key" \
+            "and verifies each request, nginx and HAProxy forward them unchecked"
+    fi
     echo "proxies: $WORKERS workers, TLS 1.2; idle test: $IDLE_CONNS connections" \
         "$([ "$IDLE_REQUEST" = 1 ] && echo "(after one request each)" || echo "(handshake only)")"
     [ "$NO_RESUME" = 1 ] && echo "BENCH_NO_RESUME=1: nginx/HAProxy TLS session resumption disabled"
@@ -565,9 +591,7 @@ for p in $PROXIES; do
     st_get=$(timeout 10 curl "${copt[@]}" "$base/_matrix/federation/v1/version" || echo 000)
     body_get=$(cat "$workdir/raw/check.body" 2>/dev/null || true)
     st_put=$(timeout 10 curl "${copt[@]}" -X PUT -H 'Content-Type: application/json' \
-        -H "Authorization: $XMATRIX" \
-        --data '{"origin":"a.example.org","origin_server_ts":1,"pdus":[],"edus":[]}' \
-        "$base/_matrix/federation/v1/send/check-$stamp" || echo 000)
+        -H "Authorization: $AUTH1" --data-binary "@$BODY" "$base$PATH1" || echo 000)
     body_put=$(cat "$workdir/raw/check.body" 2>/dev/null || true)
     timeout 10 curl "${copt[@]}" "$base/_matrix/federation/v1/version?echo=1" >/dev/null || true
     echo_body=$(cat "$workdir/raw/check.body" 2>/dev/null || true)
@@ -675,12 +699,12 @@ echo | tee -a "$out"
 sleep 0.5
 
 # --- throughput workloads -------------------------------------------------------------------------
-# wrk_args WORKLOAD PROXY TAG: set WRK_ARGS to the workload's wrk arguments (after the common ones)
+# wrk_args WORKLOAD PROXY: set WRK_ARGS to the workload's wrk arguments (after the common ones)
 WRK_ARGS=()
 wrk_args() {
     local url="https://$HOSTNAME_TLS:${PORT[$2]}"
     case "$1" in
-    send) WRK_ARGS=(-s "$here/send.lua" "$url" -- "$3") ;;
+    send) WRK_ARGS=(-s "$here/verify.lua" "$url" -- verified "$REQS" "$BODY" "$THREADS") ;;
     version) WRK_ARGS=("$url/_matrix/federation/v1/version") ;;
     handshake) WRK_ARGS=(-H "Connection: close" "$url/_matrix/federation/v1/version") ;;
     esac
@@ -706,10 +730,10 @@ for run in $(seq 1 "$RUNS"); do
             raw=$workdir/raw/$w-$p-run$run.txt
             pre=()
             if [ "$w" = handshake ] && [ -n "$FRESH_SO" ]; then pre=(env "LD_PRELOAD=$FRESH_SO"); fi
-            wrk_args "$w" "$p" "w$run$stamp"
+            wrk_args "$w" "$p"
             run_fg $((warm_s + 15)) "$workdir/raw/$w-$p-run$run.warmup.txt" \
                 "${pre[@]}" wrk "${common[@]}" -d "$WARMUP" "${WRK_ARGS[@]}" || true
-            wrk_args "$w" "$p" "r$run$stamp"
+            wrk_args "$w" "$p"
             rc=0
             cpu_mark
             m0=$MARK

@@ -5,7 +5,11 @@
 -- Each request gets a new transaction id "<RUN_TAG>-<thread>-<n>" (n increments per request),
 -- so no two requests of one bench share a txnId (Matrix deduplicates on origin + txnId).
 -- The X-Matrix signature is syntactically valid (86 unpadded base64 chars = 64 bytes) but does
--- not verify: nginx and HAProxy do not check it; see README.md for what that means for chappe.
+-- not verify: nginx and HAProxy do not check it, chappe answers 401 to every request. The
+-- benches no longer run this script: bench/presign.py takes `local body` below (keep it one
+-- '...' piece per line, no single quote inside, a blank line after it) and signs it with a key
+-- chappe pins; bench/verify.lua sends those requests (proxy.sh's send workload, verify.sh).
+-- bench/crypto.c carries a copy of the same body.
 
 local body = '{"origin":"a.example.org","origin_server_ts":1732620001300,"pdus":[{"auth_events":["'
     .. '$Vg1-RWvyZpP_EI5DHBG64p-KamURb_ItXJ2SI9Cn-0o","$TyQwp64mf9TzftPyC4xnfFne4oTUXRsGJ1HE'

@@ -151,6 +151,9 @@ def make_config(certs, tls_port, plain_port, homeservers, workers=2, limits=None
         "federation_domain_whitelist": ["localhost", "*.localhost"],
         "sovereign_ranges": ["127.0.0.0/8", "::1/128"],
         "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+        # names resolve from /etc/hosts only: a DNS query for anything else goes to a closed
+        # loopback port and fails at once, never to the machine's resolver
+        "dns_servers": ["127.0.0.1:1"],
     }
     if pin_remote:
         cfg["pinned_keys"] = REMOTE_PINNED_KEYS

@@ -149,7 +149,16 @@ int http_scan_head(const char *p, size_t len, size_t max, size_t *head_len, cons
  * A status line without the SP before an empty reason is accepted (senders
  * omit it, and nothing depends on the reason). p holds a whole head.
  */
-static int check_start_line(llhttp_type_t type, const char *p, size_t n, const char **why)
+/* Where a request line's parts are, as offsets into the head. */
+struct start_line {
+    size_t method_off, method_len;
+    size_t target_off, target_len;
+    size_t end; /* just past the line's CRLF */
+    char minor; /* '0' or '1' */
+};
+
+static int check_start_line(llhttp_type_t type, const char *p, size_t n, struct start_line *sl,
+                            const char **why)
 {
     size_t i = 0;
     while (i + 1 < n && p[i] == '\r' && p[i + 1] == '\n')
@@ -177,12 +186,18 @@ static int check_start_line(llhttp_type_t type, const char *p, size_t n, const c
             *why = "invalid request-target in request line";
             return CH_EPROTO;
         }
+        *sl = (struct start_line){.method_off = i,
+                                  .method_len = m,
+                                  .target_off = i + t,
+                                  .target_len = te - t,
+                                  .end = (size_t)(eol - p) + 2};
         s += te + 1;
         len -= te + 1;
         if (len != 8 || (memcmp(s, "HTTP/1.1", 8) != 0 && memcmp(s, "HTTP/1.0", 8) != 0)) {
             *why = "unsupported HTTP version in request line";
             return CH_EPROTO;
         }
+        sl->minor = s[7];
         return 0;
     }
     if (len < 12 || (memcmp(s, "HTTP/1.1 ", 9) != 0 && memcmp(s, "HTTP/1.0 ", 9) != 0)) {
@@ -389,6 +404,8 @@ static int on_headers_complete(llhttp_t *ll)
     }
     if (check_framing(hp) < 0)
         return -1;
+    if (hp->proxy_method_connect && (m->content_length >= 0 || m->chunked))
+        return proto_error(hp, "CONNECT with Content-Length or Transfer-Encoding");
     const struct http_field *expect = http_msg_field(m, "expect");
     m->expect_continue =
         m->is_request && expect && slice_case_eq_str(expect->value, "100-continue");
@@ -460,6 +477,7 @@ static void clear_msg(struct http_parser *hp)
     hp->msg.content_length = -1;
     hp->in_head = true;
     hp->in_field_value = false;
+    hp->proxy_method_connect = false;
 }
 
 void http_parser_init(struct http_parser *hp, llhttp_type_t type, const struct http_parser_cb *cb,
@@ -482,6 +500,7 @@ void http_parser_init(struct http_parser *hp, llhttp_type_t type, const struct h
     hp->ud = ud;
     hp->cb_error = 0;
     hp->error = NULL;
+    hp->proxy_targets = false;
     clear_msg(hp);
 }
 
@@ -532,6 +551,32 @@ static int execute_result(struct http_parser *hp, llhttp_errno_t e, const char *
     }
 }
 
+/*
+ * A request whose target is not in origin-form (a proxy's absolute-form or
+ * CONNECT's authority-form): llhttp refuses some of those (a '-' in a URI
+ * scheme, "matrix-federation://") and treats CONNECT as a protocol switch.
+ * The request line was parsed strictly above; llhttp is given "GET /" in its
+ * place, then the fields, and the message keeps the real method and target.
+ */
+static llhttp_errno_t execute_proxy_head(struct http_parser *hp, const char *p, size_t head_len,
+                                         const struct start_line *sl)
+{
+    char line[] = "GET / HTTP/1.1\r\n";
+    line[13] = sl->minor;
+    llhttp_errno_t e = llhttp_execute(&hp->ll, line, sizeof(line) - 1);
+    if (e != HPE_OK)
+        return e;
+    hp->msg.method = (struct slice){p + sl->method_off, sl->method_len};
+    hp->msg.target = (struct slice){p + sl->target_off, sl->target_len};
+    hp->proxy_method_connect = sl->method_len == 7 && memcmp(p + sl->method_off, "CONNECT", 7) == 0;
+    return llhttp_execute(&hp->ll, p + sl->end, head_len - sl->end);
+}
+
+void http_parser_allow_proxy_targets(struct http_parser *hp)
+{
+    hp->proxy_targets = true;
+}
+
 int http_parser_feed(struct http_parser *hp, const char *p, size_t n, size_t *consumed)
 {
     *consumed = 0;
@@ -557,12 +602,16 @@ int http_parser_feed(struct http_parser *hp, const char *p, size_t n, size_t *co
                                                     : "incomplete message head");
         return CH_EPROTO;
     }
-    if (check_start_line((llhttp_type_t)hp->ll.type, p, head_len, &why) < 0) {
+    struct start_line sl;
+    if (check_start_line((llhttp_type_t)hp->ll.type, p, head_len, &sl, &why) < 0) {
         proto_error(hp, why);
         return CH_EPROTO;
     }
     /* Exactly the head first: llhttp must agree with the scan on where it ends. */
-    e = llhttp_execute(&hp->ll, p, head_len);
+    if (hp->proxy_targets && hp->ll.type == HTTP_REQUEST && p[sl.target_off] != '/')
+        e = execute_proxy_head(hp, p, head_len, &sl);
+    else
+        e = llhttp_execute(&hp->ll, p, head_len);
     if (e == HPE_OK && hp->in_head) {
         proto_error(hp, "message head not understood");
         return CH_EPROTO;
@@ -700,7 +749,19 @@ static bool valid_host(struct slice h)
     return port >= 1 && port <= 65535;
 }
 
+static int validate_request(const struct http_msg *msg, bool proxy, const char **why);
+
 int http_msg_validate_request(const struct http_msg *msg, const char **why)
+{
+    return validate_request(msg, false, why);
+}
+
+int http_msg_validate_proxy_request(const struct http_msg *msg, const char **why)
+{
+    return validate_request(msg, true, why);
+}
+
+static int validate_request(const struct http_msg *msg, bool proxy, const char **why)
 {
     if (!msg->is_request) {
         *why = "not a request";
@@ -720,7 +781,7 @@ int http_msg_validate_request(const struct http_msg *msg, const char **why)
             return CH_EPROTO;
         }
     }
-    if (slice_eq_str(msg->method, "CONNECT")) {
+    if (slice_eq_str(msg->method, "CONNECT") && !proxy) {
         *why = "CONNECT is not supported";
         return CH_EPROTO;
     }
@@ -728,11 +789,13 @@ int http_msg_validate_request(const struct http_msg *msg, const char **why)
         *why = "asterisk-form request-target is not supported";
         return CH_EPROTO;
     }
-    if (msg->target.len == 0 || msg->target.base[0] != '/') {
+    bool origin_form = msg->target.len > 0 && msg->target.base[0] == '/';
+    if (!origin_form && !proxy) {
         *why = "request-target is not in origin-form";
         return CH_EPROTO;
     }
-    if (!valid_origin_form(msg->target)) {
+    /* absolute-form and authority-form (proxy only): egress_target judges them */
+    if (origin_form && !valid_origin_form(msg->target)) {
         *why = "invalid character in request-target";
         return CH_EPROTO;
     }

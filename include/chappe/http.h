@@ -76,15 +76,27 @@ struct http_parser {
     struct http_msg msg;
     const struct http_parser_cb *cb;
     void *ud;
-    int cb_error;        /* the negative code a callback returned, if any */
-    bool in_head;        /* still parsing the head */
-    bool in_field_value; /* last head callback was a value span */
-    const char *error;   /* static description of the last parse error */
+    int cb_error;              /* the negative code a callback returned, if any */
+    bool in_head;              /* still parsing the head */
+    bool in_field_value;       /* last head callback was a value span */
+    const char *error;         /* static description of the last parse error */
+    bool proxy_targets;        /* absolute-form and authority-form targets accepted */
+    bool proxy_method_connect; /* scratch: the current request is a CONNECT */
 };
 
 /* Initialise for requests (HTTP_REQUEST) or responses (HTTP_RESPONSE). Strict: no lenient flags. */
 void http_parser_init(struct http_parser *hp, llhttp_type_t type, const struct http_parser_cb *cb,
                       void *ud);
+/*
+ * For a proxy's requests (the egress listener): accept request-targets in
+ * absolute-form ("https://a.example/x", "matrix-federation://a.example/x")
+ * and authority-form (CONNECT a.example:443), besides origin-form. The
+ * request line is checked as always (method token, 1*VCHAR target, version);
+ * what the target means is the caller's to parse (egress_target). A CONNECT
+ * head has no body (RFC 9110 section 9.3.6): a Content-Length or
+ * Transfer-Encoding on it is a framing error. Call after http_parser_init.
+ */
+void http_parser_allow_proxy_targets(struct http_parser *hp);
 /*
  * Feed bytes. The first call for a message must be given exactly its head
  * (as found by http_scan_head), the later calls body bytes.
@@ -113,6 +125,11 @@ size_t http_msg_count(const struct http_msg *msg, const char *name);
  * CONNECT/upgrade. 0, or CH_EPROTO with *why.
  */
 int http_msg_validate_request(const struct http_msg *msg, const char **why);
+/*
+ * The same for a proxy's requests (http_parser_allow_proxy_targets): CONNECT
+ * allowed, and a target not in origin-form left for the caller to parse.
+ */
+int http_msg_validate_proxy_request(const struct http_msg *msg, const char **why);
 /*
  * Hop-by-hop field (RFC 9110 section 7.6.1): Connection, Proxy-Connection,
  * Keep-Alive, TE, Transfer-Encoding, Upgrade, Trailer, the Proxy-Authorization

@@ -1,5 +1,6 @@
 /* fuzz_http_request.c -- libFuzzer target: raw bytes through the server's request-parsing path. */
 /* SPDX-License-Identifier: ISC */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct fuzz_state {
     size_t head_len;
     uint64_t body_bytes;
     int heads, completes;
+    bool proxy;     /* the egress listener's parser: proxy targets allowed */
     struct buf out; /* scratch for the serializer */
 };
 
@@ -91,8 +93,18 @@ static int on_head(void *ud, struct http_msg *msg)
         CHECK(msg->target.len > 0 && msg->target.base[0] == '/');
         CHECK(http_msg_count(msg, "host") <= 1);
         CHECK(!slice_eq_str(msg->method, "CONNECT"));
+        /* what the federation listener accepts, the egress one accepts too */
+        CHECK(http_msg_validate_proxy_request(msg, &why) == 0);
     } else {
         CHECK(why != NULL);
+    }
+    if (st->proxy) {
+        /* the target llhttp never saw is still the request line's, byte for byte */
+        CHECK(msg->target.len > 0);
+        for (size_t i = 0; i < msg->target.len; i++)
+            CHECK(msg->target.base[i] > 0x20 && msg->target.base[i] < 0x7f);
+        if (slice_eq_str(msg->method, "CONNECT") && msg->target.base[0] != '/')
+            CHECK(msg->content_length < 0 && !msg->chunked);
     }
     /* The target may hold any byte of the input: it must come out as valid JSON. */
     buf_reset(&st->out);
@@ -149,6 +161,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     st.out = BUF_INIT;
     http_parser_init(&hp, HTTP_REQUEST, &callbacks, &st);
+    /* The input size also picks the listener: federation (origin-form only) or egress. */
+    st.proxy = size % 3 == 1;
+    if (st.proxy)
+        http_parser_allow_proxy_targets(&hp);
     for (int msgs = 0; msgs < MAX_MESSAGES && off < size; msgs++) {
         size_t head_len = 0, used = 0;
         const char *why = NULL;

@@ -300,6 +300,120 @@ static void test_scan_bad(void **state)
     SCAN_BAD("GET / HTTP/1.1\r\nX: a\r\n ", NULL);
 }
 
+/* --- proxy targets (egress listener) ---------------------------------------------------- */
+
+static int run_proxy(struct http_parser *hp, struct rec *r, const char *raw, size_t len,
+                     size_t *used)
+{
+    http_parser_init(hp, HTTP_REQUEST, &rec_cb, r);
+    http_parser_allow_proxy_targets(hp);
+    size_t u;
+    return run_step(hp, raw, len, 0, used ? used : &u);
+}
+
+static void test_proxy_absolute_form(void **state)
+{
+    (void)state;
+    struct http_parser hp;
+    struct rec r;
+    size_t used;
+    const char *why = NULL;
+    static const char req[] =
+        "GET matrix-federation://a.example:8448/_matrix/federation/v1/version?x=%2F HTTP/1.1\r\n"
+        "Host: a.example:8448\r\n\r\n";
+    rec_init(&r);
+    assert_int_equal(run_proxy(&hp, &r, req, sizeof(req) - 1, &used), HTTP_PAUSED);
+    assert_int_equal(used, sizeof(req) - 1);
+    assert_true(slice_eq_str(r.msg.method, "GET"));
+    assert_true(slice_eq_str(
+        r.msg.target, "matrix-federation://a.example:8448/_matrix/federation/v1/version?x=%2F"));
+    assert_int_equal(r.msg.nfields, 1);
+    assert_true(slice_eq_str(r.msg.fields[0].value, "a.example:8448"));
+    assert_int_equal(http_msg_validate_proxy_request(&r.msg, &why), 0);
+    assert_int_equal(http_msg_validate_request(&r.msg, &why), CH_EPROTO);
+    assert_string_equal(why, "request-target is not in origin-form");
+    buf_free(&r.body);
+
+    /* a body, HTTP/1.0, and the next request on the same parser */
+    static const char two[] = "PUT https://a.example/_matrix/federation/v1/send/1 HTTP/1.1\r\n"
+                              "Host: a.example\r\nContent-Length: 2\r\n\r\n{}"
+                              "GET https://b.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n";
+    rec_init(&r);
+    size_t first = sizeof(two) - 1 -
+                   strlen("GET https://b.example/x HTTP/1.1\r\nHost: "
+                          "b.example\r\n\r\n");
+    assert_int_equal(run_proxy(&hp, &r, two, first, &used), HTTP_PAUSED);
+    assert_true(slice_eq_str(r.msg.method, "PUT"));
+    assert_int_equal(r.msg.http_minor, 1);
+    assert_int_equal(r.body.len, 2);
+    assert_memory_equal(buf_data(&r.body), "{}", 2);
+    http_parser_next(&hp);
+    assert_int_equal(run_step(&hp, two + first, sizeof(two) - 1 - first, 0, &used), HTTP_PAUSED);
+    assert_true(slice_eq_str(r.msg.target, "https://b.example/x"));
+    assert_int_equal(r.completes, 2);
+    buf_free(&r.body);
+
+    /* the version is the request's own, not that of the line llhttp is given */
+    static const char old[] = "GET https://a.example/x HTTP/1.0\r\n\r\n";
+    rec_init(&r);
+    assert_int_equal(run_proxy(&hp, &r, old, sizeof(old) - 1, &used), HTTP_PAUSED);
+    assert_int_equal(r.msg.http_minor, 0);
+    assert_false(r.msg.keep_alive);
+    buf_free(&r.body);
+}
+
+static void test_proxy_connect(void **state)
+{
+    (void)state;
+    struct http_parser hp;
+    struct rec r;
+    size_t used;
+    const char *why = NULL;
+    /* the bytes after the head belong to the tunnel, not to the parser */
+    static const char req[] = "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"
+                              "\x16\x03\x01";
+    rec_init(&r);
+    assert_int_equal(run_proxy(&hp, &r, req, sizeof(req) - 1, &used), HTTP_PAUSED);
+    assert_int_equal(used, sizeof(req) - 1 - 3);
+    assert_true(slice_eq_str(r.msg.method, "CONNECT"));
+    assert_true(slice_eq_str(r.msg.target, "a.example:443"));
+    assert_int_equal(r.body.len, 0);
+    assert_int_equal(http_msg_validate_proxy_request(&r.msg, &why), 0);
+    assert_int_equal(http_msg_validate_request(&r.msg, &why), CH_EPROTO);
+    buf_free(&r.body);
+
+    static const char body[] = "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example\r\n"
+                               "Content-Length: 5\r\n\r\nhello";
+    rec_init(&r);
+    assert_int_equal(run_proxy(&hp, &r, body, sizeof(body) - 1, &used), CH_EPROTO);
+    assert_string_equal(hp.error, "CONNECT with Content-Length or Transfer-Encoding");
+    assert_int_equal(r.heads, 0);
+    buf_free(&r.body);
+}
+
+static void test_proxy_targets_only_when_asked(void **state)
+{
+    (void)state;
+    struct http_parser hp;
+    struct rec r;
+    /* the federation listener's parser keeps refusing them */
+    rec_init(&r);
+    assert_int_equal(RUN_REQ(&hp, &r,
+                             "GET matrix-federation://a.example/x HTTP/1.1\r\n"
+                             "Host: a.example\r\n\r\n"),
+                     CH_EPROTO);
+    buf_free(&r.body);
+    /* the start line is as strict as ever: a control byte in the target */
+    refused_n(HTTP_REQUEST, "GET https://a.example/\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 41,
+              "control byte in an absolute-form target");
+    rec_init(&r);
+    static const char bad[] = "GET https://a.example/x\x7f HTTP/1.1\r\nHost: a\r\n\r\n";
+    size_t used;
+    assert_int_not_equal(run_proxy(&hp, &r, bad, sizeof(bad) - 1, &used), HTTP_PAUSED);
+    assert_int_equal(r.heads, 0);
+    buf_free(&r.body);
+}
+
 /* --- parsing: good messages ----------------------------------------------------------- */
 
 static void test_parse_get(void **state)
@@ -1296,6 +1410,9 @@ int main(void)
         cmocka_unit_test(test_scan_more_and_too_large),
         cmocka_unit_test(test_scan_max_fields),
         cmocka_unit_test(test_scan_bad),
+        cmocka_unit_test(test_proxy_absolute_form),
+        cmocka_unit_test(test_proxy_connect),
+        cmocka_unit_test(test_proxy_targets_only_when_asked),
         cmocka_unit_test(test_parse_get),
         cmocka_unit_test(test_parse_content_length_body),
         cmocka_unit_test(test_parse_chunked_body),

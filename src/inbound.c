@@ -75,6 +75,7 @@ struct inbound {
     bool in_process;             /* process() is on the stack: do not re-enter it */
     bool trim_pending;           /* the idle timer first trims buffers, then closes */
     char error[160];             /* why chappe answered by itself, for the access log */
+    char allow[64];              /* a 405's "Allow: ...\r\n" line, or "" */
 };
 
 static void process(struct inbound *ib);
@@ -228,10 +229,25 @@ static void reply_error(struct inbound *ib, int status, const char *errcode, boo
     ib->status = status;
     if (close || ib->c.w->draining || !ib->hp.msg.keep_alive)
         ib->close_after = true;
-    http_error_response(conn_out(&ib->c), status, errcode, ib->error, ib->close_after, NULL);
+    http_error_response(conn_out(&ib->c), status, errcode, ib->error, ib->close_after,
+                        ib->allow[0] ? ib->allow : NULL);
+    ib->allow[0] = '\0';
     if (!close)
         ib->req_done = true;
     finish_exchange(ib);
+}
+
+/* A request that does not route: 404, 405 (with Allow, RFC 9110 section 15.5.6) or 400. */
+static void reply_route_error(struct inbound *ib, enum route_result r, const struct route_match *rm,
+                              const char *why)
+{
+    if (r == ROUTE_METHOD_NOT_ALLOWED) {
+        char methods[40];
+        route_format_allow(rm->allow, methods, sizeof(methods));
+        snprintf(ib->allow, sizeof(ib->allow), "Allow: %s\r\n", methods);
+    }
+    reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
+                why ? why : "bad request");
 }
 
 /* --- upstream side ----------------------------------------------------------------- */
@@ -777,8 +793,7 @@ static bool reply_notary(struct inbound *ib, const struct http_msg *m)
     enum route_result r =
         route_match(m->method.base, m->method.len, m->target.base, m->target.len, &rm, &why);
     if (r != ROUTE_OK) {
-        reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
-                    why ? why : "bad request");
+        reply_route_error(ib, r, &rm, why);
         return true;
     }
     if (rm.route->id == ROUTE_KEY_QUERY_BATCH && m->content_length > KEY_QUERY_MAX_BODY) {
@@ -815,8 +830,7 @@ static int check_route(struct inbound *ib, const struct http_msg *m,
         return HANDLED;
     }
     if (r != ROUTE_OK) {
-        reply_error(ib, route_result_status(r), route_result_errcode(r), ib->has_body, "%s",
-                    why ? why : "bad request");
+        reply_route_error(ib, r, &rm, why);
         return HANDLED;
     }
     if (rm.route->auth != ROUTE_AUTH_XMATRIX)

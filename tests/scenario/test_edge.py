@@ -71,3 +71,20 @@ def test_public_routes_need_no_header(proxy):
     with proxy.tls() as c:
         assert c.request("GET", "/_matrix/federation/v1/version").status == 200
     assert len(proxy.up.requests) == 1
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("POST", "/_matrix/federation/v1/send/t1", "PUT"),
+    ("DELETE", "/_matrix/federation/v1/version", "GET, HEAD"),
+    ("PUT", "/_matrix/federation/v1/publicRooms", "GET, HEAD, POST"),
+])
+def test_wrong_method_is_405_with_allow(proxy, method, path, allow):
+    """RFC 9110 section 15.5.6: a 405 names the methods the path has."""
+    with proxy.tls() as c:
+        r = c.request(method, path)
+        assert r.status == 405, r
+        assert r.header("Allow") == allow, r
+        assert json.loads(r.body)["errcode"] == "M_UNRECOGNIZED"
+        # the connection goes on
+        assert c.request("GET", "/_matrix/federation/v1/version").status == 200
+    assert len(proxy.up.requests) == 1

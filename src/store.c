@@ -36,6 +36,7 @@
 static const char *const db_names[STORE_DB_COUNT] = {
     [STORE_DB_META] = "meta",   [STORE_DB_KEYS] = "keys", [STORE_DB_KEYDOCS] = "keydocs",
     [STORE_DB_QUEUE] = "queue", [STORE_DB_DEST] = "dest", [STORE_DB_DEAD] = "dead",
+    [STORE_DB_TXNS] = "txns",
 };
 
 /* One submitted write, owned by the store from store_submit until its done has run. */

@@ -25,6 +25,7 @@ enum store_db {
     STORE_DB_QUEUE,    /* outbound transactions (queue) */
     STORE_DB_DEST,     /* per-destination delivery state (queue) */
     STORE_DB_DEAD,     /* transactions given up on (queue) */
+    STORE_DB_TXNS,     /* (origin, destination, txnId) -> queued entry: the dedupe index (queue) */
     STORE_DB_COUNT
 };
 

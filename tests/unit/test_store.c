@@ -291,7 +291,7 @@ static void test_open_creates(void **state)
     MDB_dbi main_db;
     assert_int_equal(store_read_begin(s, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, NULL, 0, &main_db), 0);
-    const char *names[] = {"dead", "dest", "keydocs", "keys", "meta", "queue"};
+    const char *names[] = {"dead", "dest", "keydocs", "keys", "meta", "queue", "txns"};
     MDB_cursor *c;
     MDB_val k, v;
     assert_int_equal(mdb_cursor_open(txn, main_db, &c), 0);
@@ -301,7 +301,7 @@ static void test_open_creates(void **state)
         assert_int_equal(k.mv_size, strlen(names[n]));
         assert_memory_equal(k.mv_data, names[n], k.mv_size);
     }
-    assert_int_equal(n, 6);
+    assert_int_equal(n, 7);
     mdb_cursor_close(c);
     k = (MDB_val){6, "schema"};
     assert_int_equal(mdb_get(txn, store_dbi(s, STORE_DB_META), &k, &v), 0);

@@ -695,18 +695,19 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
             size_t k = 0;
             while (k < ARRAY_LEN(listener_names) && strcmp(t, listener_names[k]) != 0)
                 k++;
-            if (k == LISTENER_FEDERATION) {
+            if (k == LISTENER_FEDERATION || k == LISTENER_EGRESS) {
                 type_ok = true;
-                l->type = LISTENER_FEDERATION;
+                l->type = (enum listener_type)k;
             } else if (k < ARRAY_LEN(listener_names)) {
                 l->type = (enum listener_type)k;
                 problem_node(c, f[0].val,
                              "%s: listener type '%s' is not supported by this version of chappe",
                              key, t);
             } else {
-                problem_node(c, f[0].val,
-                             "%s: unknown listener type %s (this version supports: federation)",
-                             key, describe(f[0].val, d, sizeof(d)));
+                problem_node(
+                    c, f[0].val,
+                    "%s: unknown listener type %s (this version supports: federation, egress)", key,
+                    describe(f[0].val, d, sizeof(d)));
             }
         }
         if (f[1].val != NULL) {
@@ -758,6 +759,12 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
         l->tls = l->type == LISTENER_FEDERATION;
         if (f[2].val != NULL && !want_bool(c, f[2].val, join_key(key, where, "tls"), &l->tls))
             continue;
+        if (l->type == LISTENER_EGRESS && l->tls) {
+            /* the homeservers' side: plain HTTP on an address only they reach */
+            problem_node(c, f[2].val, "%s: an egress listener is plain HTTP (tls: false)",
+                         join_key(key, where, "tls"));
+            continue;
+        }
         if (type_ok && l->tls) {
             tls_use[i].at = f[2].val ? f[2].val : item;
         }

@@ -18,6 +18,7 @@
 #include "chappe/keys.h"
 #include "chappe/keystore.h"
 #include "chappe/log.h"
+#include "chappe/egress.h"
 #include "chappe/keyfetch.h"
 #include "chappe/policy.h"
 #include "chappe/trust.h"
@@ -148,6 +149,14 @@ static int check_policy(const char *cmd, const struct config *cfg)
     return rc;
 }
 
+static bool has_listener(const struct config *cfg, enum listener_type type)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (cfg->listeners[i].type == type)
+            return true;
+    return false;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     struct opts opt = {.config = CONFIG_DEFAULT_PATH};
@@ -158,8 +167,19 @@ static int cmd_check_config(int argc, char **argv)
     struct config *cfg = NULL;
     if (load_config(path, &cfg) < 0)
         return 1;
-    /* the policy's list files are part of the configuration */
+    /* the policy's list files are part of the configuration, and so are the egress secrets */
     int status = check_policy("check-config", cfg) == 0 ? 0 : 1;
+    if (has_listener(cfg, LISTENER_EGRESS)) {
+        struct egress_secrets secrets;
+        struct buf err = BUF_INIT;
+        if (egress_secrets_load(cfg, &secrets, &err) < 0) {
+            print_errors("check-config", &err);
+            status = 1;
+        } else {
+            egress_secrets_free(&secrets);
+        }
+        buf_free(&err);
+    }
     if (status == 0)
         config_print(cfg, stdout);
     else
@@ -1161,6 +1181,7 @@ static int cmd_run(int argc, char **argv)
     }
     warn_policy(cfg);
     struct keys_own keys = {0};
+    struct egress_secrets secrets = {0};
     unsigned started = 0;
     if (log_access_open(cfg->access_log) < 0) {
         log_error("cannot open access_log %s", cfg->access_log);
@@ -1185,6 +1206,16 @@ static int cmd_run(int argc, char **argv)
         if (keys_own_load(cfg, &keys, &err) < 0) {
             fwrite(buf_data(&err), 1, err.len, stderr);
             log_error("%s: the signing key could not be loaded", path);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+    }
+    if (has_listener(cfg, LISTENER_EGRESS)) {
+        struct buf err = BUF_INIT;
+        if (egress_secrets_load(cfg, &secrets, &err) < 0) {
+            fwrite(buf_data(&err), 1, err.len, stderr);
+            log_error("%s: the egress secrets could not be loaded", path);
             buf_free(&err);
             goto out_tls;
         }
@@ -1233,6 +1264,7 @@ static int cmd_run(int argc, char **argv)
         rt.workers[i].trust = trust;
         trust_ref(trust);
         rt.workers[i].keyfetch = rt.keyfetch;
+        rt.workers[i].egress_secrets = &secrets;
         rt.workers[i].store = store;
         rt.workers[i].siblings = rt.workers;
         rt.workers[i].nsiblings = rt.nworkers;
@@ -1277,6 +1309,7 @@ out_tls:
     trust_unref(rt.trust);
     rt.trust = NULL;
     keys_own_free(&keys);
+    egress_secrets_free(&secrets);
     if (m)
         tls_material_unref(m);
     tls_global_free();

@@ -10,7 +10,11 @@
 #include <unistd.h>
 
 #include "chappe/conn.h"
+#include "chappe/client.h"
+#include "chappe/dns.h"
+#include "chappe/egress.h"
 #include "chappe/inbound.h"
+#include "chappe/resolve.h"
 #include "chappe/trust.h"
 #include "chappe/log.h"
 #include "chappe/upstream.h"
@@ -104,6 +108,9 @@ static void accept_on(struct listener *l, int fd)
     switch (l->cfg->type) {
     case LISTENER_FEDERATION:
         inbound_accept(l, fd);
+        break;
+    case LISTENER_EGRESS:
+        egress_accept(l, fd);
         break;
     default:
         if (fd >= 0)
@@ -213,6 +220,38 @@ static void close_noop(uv_handle_t *h)
     (void)h;
 }
 
+/* The egress's outbound stack, when the configuration has an egress listener. */
+static int new_outbound(struct worker *w)
+{
+    bool egress = false;
+    for (size_t i = 0; i < w->cfg->nlisteners; i++)
+        egress = egress || w->cfg->listeners[i].type == LISTENER_EGRESS;
+    if (!egress)
+        return 0;
+    struct buf err = BUF_INIT;
+    int rc;
+    if ((rc = dns_new(&w->loop, w->cfg, &w->dns, &err)) < 0 ||
+        (rc = client_new(&w->loop, w->cfg, w->trust->pol, &w->cl, &err)) < 0 ||
+        (rc = resolve_new(&w->loop, w->cfg, w->cl, w->dns, &w->res)) < 0)
+        log_error("worker %u: cannot set up the outbound client: %.*s", w->id, (int)err.len,
+                  buf_data(&err));
+    buf_free(&err);
+    return rc;
+}
+
+static void free_outbound(struct worker *w)
+{
+    if (w->res)
+        resolve_free(w->res);
+    if (w->cl)
+        client_free(w->cl);
+    if (w->dns)
+        dns_free(w->dns);
+    w->res = NULL;
+    w->cl = NULL;
+    w->dns = NULL;
+}
+
 /* Everything is closed or closing: let uv_run return. */
 static void finish(struct worker *w)
 {
@@ -228,6 +267,7 @@ static void finish(struct worker *w)
     uv_close((uv_handle_t *)&w->async, close_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_noop);
     keyfetch_mbox_close(&w->kbox);
+    free_outbound(w);
 }
 
 void worker_maybe_finish(struct worker *w)
@@ -287,6 +327,8 @@ static void on_async(uv_async_t *a)
         /* requests in flight keep the snapshot they started with */
         trust_unref(w->trust);
         w->trust = t;
+        if (w->cl)
+            client_set_policy(w->cl, t->pol);
     }
     if (m) {
         struct tls_server *s = NULL;
@@ -340,7 +382,7 @@ int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struc
     w->async.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
-    if (keyfetch_mbox_init(&w->kbox, &w->loop) < 0)
+    if (keyfetch_mbox_init(&w->kbox, &w->loop) < 0 || new_outbound(w) < 0)
         return CH_EIO;
     w->pools = calloc(w->cfg->nhomeservers, sizeof(*w->pools));
     if (w->pools == NULL)

@@ -13,7 +13,11 @@
 #include "chappe/keyfetch.h"
 #include "chappe/tls.h"
 
+struct client;
 struct conn;
+struct dns;
+struct egress_secrets;
+struct resolve;
 struct keys_own;
 struct store;
 struct upstream_pool;
@@ -51,8 +55,12 @@ struct worker {
     struct trust *trust;         /* names, addresses, pins, notaries: swapped on SIGHUP */
     struct store *store;         /* the LMDB environment: read transactions on this loop */
     struct keyfetch *keyfetch;   /* where unknown keys are asked for */
-    struct keyfetch_mbox kbox;   /* and where the answers arrive */
-    struct tls_server *tls;      /* current server context; connections hold their own reference */
+    const struct egress_secrets *egress_secrets; /* the homeservers' egress secrets */
+    struct dns *dns; /* the outbound stack of the egress (NULL without one) */
+    struct client *cl;
+    struct resolve *res;
+    struct keyfetch_mbox kbox; /* and where the answers arrive */
+    struct tls_server *tls;    /* current server context; connections hold their own reference */
     struct listener *listeners;
     size_t nlisteners;
     struct link conns; /* every open client connection */

@@ -628,7 +628,7 @@ static void test_multiple_errors(void **state)
     expect_errors("workers: 0\n"
                   "log_level: loud\n"
                   "listeners:\n"
-                  "  - type: egress\n"
+                  "  - type: admin\n"
                   "    bind: [\"127.0.0.1\", \"[::1]:8448\"]\n"
                   "  - type: federation\n"
                   "    bind: 10.0.0.1:99999\n"
@@ -642,7 +642,7 @@ static void test_multiple_errors(void **state)
                   "1:1: missing required key 'server_name'\n"
                   "1:10: workers: must be between 1 and 64, got '0'\n"
                   "2:12: log_level: expected one of error, warn, info, debug, got 'loud'\n"
-                  "4:11: listeners[0].type: listener type 'egress' is not supported by this "
+                  "4:11: listeners[0].type: listener type 'admin' is not supported by this "
                   "version of chappe\n"
                   "5:12: listeners[0].bind[0]: invalid address '127.0.0.1': missing :PORT\n"
                   "6:5: listeners[1]: listener uses TLS but tls.certificates is empty\n"
@@ -683,7 +683,7 @@ static void test_too_many_errors(void **state)
 static void test_listener_types(void **state)
 {
     (void)state;
-    static const char *unsupported[] = {"egress", "admin", "client"};
+    static const char *unsupported[] = {"admin", "client"};
     for (size_t i = 0; i < ARRAY_LEN(unsupported); i++) {
         char yaml[512], want[256];
         snprintf(yaml, sizeof(yaml), HEAD "listeners: [{type: %s, bind: 127.0.0.1:1}]\n" CERTS HS,
@@ -696,10 +696,24 @@ static void test_listener_types(void **state)
     }
     expect_errors(HEAD "listeners: [{type: Federation, bind: 127.0.0.1:1}]\n" CERTS HS,
                   "2:20: listeners[0].type: unknown listener type 'Federation' (this version "
-                  "supports: federation)\n");
+                  "supports: federation, egress)\n");
     expect_errors(HEAD "listeners: [{type: 1, bind: 127.0.0.1:1}]\n" CERTS HS,
                   "2:20: listeners[0].type: unknown listener type '1' (this version supports: "
-                  "federation)\n");
+                  "federation, egress)\n");
+    /* an egress listener: plain HTTP by default, and only */
+    char path[64];
+    struct buf errors = BUF_INIT;
+    struct config *cfg = NULL;
+    assert_int_equal(load_text(HEAD "listeners: [{type: egress, bind: 127.0.0.1:1}]\n" HS, &cfg,
+                               &errors, path, sizeof(path)),
+                     0);
+    assert_int_equal(cfg->listeners[0].type, LISTENER_EGRESS);
+    assert_false(cfg->listeners[0].tls);
+    config_free(cfg);
+    cfg = NULL;
+    expect_errors(HEAD "listeners: [{type: egress, bind: 127.0.0.1:1, tls: true}]\n" CERTS HS,
+                  "2:52: listeners[0].tls: an egress listener is plain HTTP (tls: false)\n");
+    buf_free(&errors);
     assert_string_equal(config_listener_type_name(LISTENER_EGRESS), "egress");
     assert_string_equal(config_listener_type_name(LISTENER_ADMIN), "admin");
     assert_string_equal(config_listener_type_name(LISTENER_CLIENT), "client");

@@ -1,0 +1,663 @@
+/* egress.c -- the fronted homeservers' outbound federation requests: authenticated, checked
+ * against the policy, and sent on through the outbound client. */
+/* SPDX-License-Identifier: ISC */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chappe/conn.h"
+#include "chappe/egress.h"
+#include "chappe/egress_target.h"
+#include "chappe/http.h"
+#include "chappe/log.h"
+#include "chappe/resolve.h"
+#include "chappe/trust.h"
+#include "chappe/util.h"
+
+#define SECRET_MIN 16
+#define SECRET_MAX 4096
+
+/* --- secrets --------------------------------------------------------------------------- */
+
+static int load_secret(const char *path, unsigned char hash[crypto_generichash_BYTES],
+                       struct buf *err)
+{
+    char data[SECRET_MAX + 2];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        buf_appendf(err, "%s: cannot open the egress secret: %s\n", path, strerror(errno));
+        return CH_EIO;
+    }
+    if (fstat(fd, &st) < 0 || (st.st_mode & 077) != 0) {
+        buf_appendf(err,
+                    "%s: the egress secret is readable or writable by group or others "
+                    "(chmod 600 %s)\n",
+                    path, path);
+        close(fd);
+        return CH_EPERM;
+    }
+    ssize_t n = read(fd, data, sizeof(data));
+    close(fd);
+    if (n < 0) {
+        buf_appendf(err, "%s: cannot read the egress secret: %s\n", path, strerror(errno));
+        return CH_EIO;
+    }
+    size_t len = (size_t)n;
+    if (len > SECRET_MAX) {
+        buf_appendf(err, "%s: the egress secret is longer than %d bytes\n", path, SECRET_MAX);
+        return CH_EINVAL;
+    }
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+        len--;
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)data[i] <= 0x20 || (unsigned char)data[i] >= 0x7f) {
+            buf_appendf(err, "%s: the egress secret must be printable ASCII without spaces\n",
+                        path);
+            return CH_EINVAL;
+        }
+    }
+    if (len < SECRET_MIN) {
+        buf_appendf(err, "%s: the egress secret is shorter than %d bytes\n", path, SECRET_MIN);
+        return CH_EINVAL;
+    }
+    crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)data, len, NULL, 0);
+    sodium_memzero(data, sizeof(data));
+    return 0;
+}
+
+int egress_secrets_load(const struct config *cfg, struct egress_secrets *out, struct buf *err)
+{
+    int rc = 0;
+    memset(out, 0, sizeof(*out));
+    out->hash = calloc(cfg->nhomeservers ? cfg->nhomeservers : 1, sizeof(*out->hash));
+    if (out->hash == NULL)
+        return CH_ENOMEM;
+    out->n = cfg->nhomeservers;
+    for (size_t i = 0; i < cfg->nhomeservers; i++) {
+        const struct cfg_homeserver *h = &cfg->homeservers[i];
+        if (h->egress_secret_path == NULL) {
+            buf_appendf(err,
+                        "%s: homeserver %s: egress_secret_path is required with an egress "
+                        "listener (the secret it sends in Proxy-Authorization)\n",
+                        cfg->path, h->server_name);
+            rc = CH_EINVAL;
+            continue;
+        }
+        int r = load_secret(h->egress_secret_path, out->hash[i], err);
+        if (r < 0)
+            rc = r;
+    }
+    if (rc < 0)
+        egress_secrets_free(out);
+    return rc;
+}
+
+void egress_secrets_free(struct egress_secrets *s)
+{
+    if (s->hash != NULL)
+        sodium_memzero(s->hash, s->n * sizeof(*s->hash));
+    free(s->hash);
+    s->hash = NULL;
+    s->n = 0;
+}
+
+int egress_secrets_match(const struct egress_secrets *s, const char *token, size_t len)
+{
+    unsigned char h[crypto_generichash_BYTES];
+    int found = -1;
+    crypto_generichash(h, sizeof(h), (const unsigned char *)token, len, NULL, 0);
+    for (size_t i = 0; i < s->n; i++)
+        if (sodium_memcmp(h, s->hash[i], sizeof(h)) == 0 && found < 0)
+            found = (int)i;
+    return found;
+}
+
+/* --- the role -------------------------------------------------------------------------- */
+
+enum eg_state { EG_IDLE, EG_HEAD, EG_BODY, EG_WAIT, EG_CLOSED };
+
+struct egress {
+    struct conn c; /* first: the handler callbacks find us with CONTAINER_OF */
+    enum eg_state state;
+    struct http_parser hp;
+    struct buf head;    /* the request head: hp.msg slices point here */
+    struct buf body;    /* the request body, kept whole */
+    struct buf headers; /* the header lines sent on */
+    struct egress_target t;
+    char *path; /* t.path, NUL-terminated */
+    char method[32];
+    struct trust *trust; /* the snapshot this exchange started with */
+    struct resolve_request *rq;
+    uint64_t t_start;
+    int status;
+    int homeserver;
+    bool chunked_out; /* the response is re-chunked towards the homeserver */
+    bool resp_started;
+    bool close_after;
+    bool req_done;
+    bool in_process; /* process() is on the stack: do not re-enter it */
+    char error[400];
+};
+
+static void process(struct egress *e);
+
+static struct egress *eg_of(struct conn *c)
+{
+    return CONTAINER_OF(c, struct egress, c);
+}
+
+static const struct cfg_limits *limits(const struct egress *e)
+{
+    return &e->c.w->cfg->limits;
+}
+
+static void access_log(struct egress *e)
+{
+    struct buf b = BUF_INIT;
+    const struct http_msg *m = &e->hp.msg;
+    uint64_t now = util_wall_ms();
+    time_t secs = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    buf_appendf(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"listener\":\"egress\"",
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                (unsigned)(now % 1000));
+    buf_append_str(&b, ",\"peer\":");
+    http_append_json_string(&b, e->c.peer, strlen(e->c.peer));
+    buf_appendf(&b, ",\"worker\":%u", e->c.w->id);
+    if (e->homeserver >= 0) {
+        const char *hs = e->c.w->cfg->homeservers[e->homeserver].server_name;
+        buf_append_str(&b, ",\"origin\":");
+        http_append_json_string(&b, hs, strlen(hs));
+    }
+    if (e->t.kind != EGRESS_NONE) {
+        buf_append_str(&b, ",\"destination\":");
+        http_append_json_string(&b, e->t.dest.name, strlen(e->t.dest.name));
+    }
+    buf_append_str(&b, ",\"method\":");
+    http_append_json_string(&b, m->method.base ? m->method.base : "", m->method.len);
+    buf_append_str(&b, ",\"path\":");
+    http_append_json_string(&b, m->target.base ? m->target.base : "", m->target.len);
+    buf_appendf(&b, ",\"status\":%d,\"duration_ms\":%" PRIu64, e->status,
+                util_mono_ms() - e->t_start);
+    if (e->error[0]) {
+        buf_append_str(&b, ",\"error\":");
+        http_append_json_string(&b, e->error, strlen(e->error));
+    }
+    buf_append_str(&b, "}");
+    log_access(buf_data(&b), b.len);
+    buf_free(&b);
+}
+
+static void reset_exchange(struct egress *e)
+{
+    buf_reset(&e->body);
+    buf_reset(&e->headers);
+    free(e->path);
+    e->path = NULL;
+    memset(&e->t, 0, sizeof(e->t));
+    trust_unref(e->trust);
+    e->trust = NULL;
+    e->status = 0;
+    e->homeserver = -1;
+    e->chunked_out = e->resp_started = e->close_after = e->req_done = false;
+    e->error[0] = '\0';
+}
+
+static void finish_exchange(struct egress *e)
+{
+    struct conn *c = &e->c;
+    access_log(e);
+    bool close = e->close_after || !e->req_done || c->w->draining;
+    reset_exchange(e);
+    if (close) {
+        e->state = EG_CLOSED;
+        conn_set_timer(c, 0);
+        conn_close_after_flush(c);
+        return;
+    }
+    e->state = EG_IDLE;
+    conn_flush(c);
+    conn_set_timer(c, limits(e)->idle_timeout_ms);
+    conn_resume_read(c);
+    if (c->rbuf.len && !e->in_process)
+        process(e);
+}
+
+static void reply_error(struct egress *e, int status, const char *errcode, bool close,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void reply_error(struct egress *e, int status, const char *errcode, bool close,
+                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->error, sizeof(e->error), fmt, ap);
+    va_end(ap);
+    e->status = status;
+    if (close || e->c.w->draining || !e->hp.msg.keep_alive)
+        e->close_after = true;
+    http_error_response(conn_out(&e->c), status, errcode, e->error, e->close_after, NULL);
+    if (!close)
+        e->req_done = true;
+    finish_exchange(e);
+}
+
+/* --- the response, from the destination ------------------------------------------------ */
+
+static int rs_head(void *ud, const struct http_msg *resp)
+{
+    struct egress *e = ud;
+    struct buf *out = conn_out(&e->c);
+    const struct http_msg *req = &e->hp.msg;
+    e->status = resp->status;
+    bool no_body = resp->status == 204 || resp->status == 304 || slice_eq_str(req->method, "HEAD");
+    e->chunked_out = !no_body && !(resp->content_length >= 0 && !resp->chunked);
+    if (e->chunked_out && req->http_minor == 0)
+        e->close_after = true; /* an HTTP/1.0 homeserver: the close ends the body */
+    if (!req->keep_alive || e->c.w->draining)
+        e->close_after = true;
+    buf_appendf(out, "HTTP/1.1 %03d ", resp->status);
+    if (resp->reason.len)
+        buf_append_slice(out, resp->reason);
+    else
+        buf_append_str(out, http_reason(resp->status));
+    buf_append_str(out, "\r\n");
+    for (size_t i = 0; i < resp->nfields; i++) {
+        const struct http_field *f = &resp->fields[i];
+        if (http_is_hop_by_hop(resp, f->name) ||
+            (e->chunked_out && slice_case_eq_str(f->name, "content-length")))
+            continue;
+        buf_append_slice(out, f->name);
+        buf_append(out, ": ", 2);
+        buf_append_slice(out, f->value);
+        buf_append(out, "\r\n", 2);
+    }
+    if (e->chunked_out && req->http_minor == 1)
+        buf_append_str(out, "Transfer-Encoding: chunked\r\n");
+    if (e->close_after)
+        buf_append_str(out, "Connection: close\r\n");
+    buf_append(out, "\r\n", 2);
+    e->resp_started = true;
+    return 0;
+}
+
+static int rs_body(void *ud, const char *p, size_t n)
+{
+    struct egress *e = ud;
+    struct buf *out = conn_out(&e->c);
+    int rc = e->chunked_out && e->hp.msg.http_minor == 1 ? http_append_chunk(out, p, n)
+                                                         : buf_append(out, p, n);
+    if (out->len >= CONN_WRITE_LOW)
+        conn_flush(&e->c);
+    return rc;
+}
+
+static void rs_complete(void *ud)
+{
+    struct egress *e = ud;
+    e->rq = NULL;
+    if (e->chunked_out && e->hp.msg.http_minor == 1)
+        http_append_last_chunk(conn_out(&e->c));
+    finish_exchange(e);
+}
+
+static void rs_error(void *ud, int err, const char *why, bool sent)
+{
+    struct egress *e = ud;
+    (void)sent;
+    e->rq = NULL;
+    if (e->resp_started) {
+        snprintf(e->error, sizeof(e->error), "%s: %.120s", e->t.dest.name, why);
+        access_log(e);
+        e->state = EG_CLOSED;
+        conn_close(&e->c);
+        return;
+    }
+    if (err == CH_EPERM)
+        reply_error(e, 403, "M_FORBIDDEN", false, "%s may not be reached: %s", e->t.dest.name, why);
+    else if (err == CH_ETIMEOUT)
+        reply_error(e, 504, "M_UNKNOWN", false, "%s timed out: %s", e->t.dest.name, why);
+    else
+        reply_error(e, 502, "M_UNKNOWN", false, "%s unreachable: %s", e->t.dest.name, why);
+}
+
+static const struct client_handler rs_handler = {
+    .on_head = rs_head,
+    .on_body = rs_body,
+    .on_complete = rs_complete,
+    .on_error = rs_error,
+};
+
+/* --- the request, from the homeserver -------------------------------------------------- */
+
+/* The homeserver's fields that go on: not hop-by-hop, not the ones the client writes. */
+static int collect_headers(struct egress *e)
+{
+    const struct http_msg *m = &e->hp.msg;
+    for (size_t i = 0; i < m->nfields; i++) {
+        const struct http_field *f = &m->fields[i];
+        if (http_is_hop_by_hop(m, f->name) || slice_case_eq_str(f->name, "host") ||
+            slice_case_eq_str(f->name, "content-length") || slice_case_eq_str(f->name, "expect"))
+            continue;
+        buf_append_slice(&e->headers, f->name);
+        buf_append(&e->headers, ": ", 2);
+        buf_append_slice(&e->headers, f->value);
+        if (buf_append(&e->headers, "\r\n", 2) < 0)
+            return CH_ENOMEM;
+    }
+    return buf_append(&e->headers, "", 1) < 0 ? CH_ENOMEM : 0; /* NUL-terminated */
+}
+
+/* The whole request is in: send it on. */
+static void forward(struct egress *e)
+{
+    struct worker *w = e->c.w;
+    if (w->res == NULL) {
+        reply_error(e, 500, "M_UNKNOWN", false, "no outbound client on this worker");
+        return;
+    }
+    struct client_request req = {.method = e->method,
+                                 .target = e->path,
+                                 .headers = buf_data(&e->headers),
+                                 .body = e->body.len ? buf_data(&e->body) : NULL,
+                                 .body_len = e->body.len};
+    if (req.body == NULL && !slice_eq_str(e->hp.msg.method, "GET") &&
+        !slice_eq_str(e->hp.msg.method, "HEAD") && !slice_eq_str(e->hp.msg.method, "DELETE"))
+        req.body = ""; /* a PUT or POST without content still says Content-Length: 0 */
+    e->rq = resolve_request(w->res, e->t.dest.name, &req, &rs_handler, NULL, e);
+    if (e->rq == NULL)
+        reply_error(e, 500, "M_UNKNOWN", false, "out of memory");
+}
+
+/* Who is asking: the homeserver whose secret is in Proxy-Authorization. */
+static int authenticate(struct egress *e, const struct http_msg *m)
+{
+    const struct http_field *pa = http_msg_field(m, "proxy-authorization");
+    if (pa == NULL) {
+        reply_error(e, 401, "M_MISSING_TOKEN", e->hp.msg.content_length > 0 || m->chunked,
+                    "the egress needs Proxy-Authorization: Bearer <egress secret>");
+        return CH_EPERM;
+    }
+    struct slice v = pa->value;
+    if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0 ||
+        (e->homeserver = egress_secrets_match(e->c.w->egress_secrets, v.base + 7, v.len - 7)) < 0) {
+        reply_error(e, 401, "M_UNAUTHORIZED", e->hp.msg.content_length > 0 || m->chunked,
+                    "Proxy-Authorization is not a homeserver's egress secret");
+        return CH_EPERM;
+    }
+    return 0;
+}
+
+/* Sentinel: the request was answered here; stop parsing. */
+#define HANDLED CH_EPERM
+
+static int req_head(void *ud, struct http_msg *m)
+{
+    struct egress *e = ud;
+    const struct cfg_limits *lim = limits(e);
+    const char *why = NULL;
+    bool has_body = m->chunked || m->content_length > 0;
+    e->trust = e->c.w->trust;
+    trust_ref(e->trust);
+    if (http_msg_validate_proxy_request(m, &why) < 0) {
+        reply_error(e, 400, "M_UNKNOWN", true, "bad request: %s", why ? why : "invalid");
+        return HANDLED;
+    }
+    if (m->content_length > 0 && (uint64_t)m->content_length > lim->max_body_bytes) {
+        reply_error(e, 413, "M_TOO_LARGE", true,
+                    "request body of %" PRId64 " bytes is over the limit of %" PRIu64 " bytes",
+                    m->content_length, lim->max_body_bytes);
+        return HANDLED;
+    }
+    if (authenticate(e, m) < 0)
+        return HANDLED;
+    if (egress_target_parse(m->method.base, m->method.len, m->target.base, m->target.len, &e->t,
+                            &why) < 0) {
+        reply_error(e, 400, "M_UNRECOGNIZED", has_body, "bad request-target: %s", why);
+        return HANDLED;
+    }
+    if (e->t.kind != EGRESS_MATRIX_FEDERATION) {
+        reply_error(e, 501, "M_UNRECOGNIZED", has_body,
+                    "%s requests are not supported by this version of chappe (use "
+                    "matrix-federation://)",
+                    egress_kind_name(e->t.kind));
+        return HANDLED;
+    }
+    /* the destination's name first: a denied one costs no lookup and no connection */
+    struct policy_decision d = policy_check_name(e->trust->pol, &e->t.dest);
+    policy_count(POLICY_OUTBOUND, d.reason);
+    if (!d.allow) {
+        log_info("egress %s: destination %s refused: %s", e->c.peer, e->t.dest.name,
+                 policy_reason_code(d.reason));
+        reply_error(e, 403, "M_FORBIDDEN", has_body, "destination %s may not be reached: %s",
+                    e->t.dest.name, policy_reason_code(d.reason));
+        return HANDLED;
+    }
+    e->path = strndup(e->t.path.base, e->t.path.len);
+    snprintf(e->method, sizeof(e->method), "%.*s", (int)m->method.len, m->method.base);
+    if (e->path == NULL || m->method.len >= sizeof(e->method) || collect_headers(e) < 0) {
+        reply_error(e, 500, "M_UNKNOWN", true, "out of memory or method too long");
+        return HANDLED;
+    }
+    if (m->expect_continue && has_body) {
+        buf_append_str(conn_out(&e->c), "HTTP/1.1 100 Continue\r\n\r\n");
+        conn_flush(&e->c);
+    }
+    conn_set_timer(&e->c, has_body ? lim->body_timeout_ms : 0);
+    return 0;
+}
+
+static int req_body(void *ud, const char *p, size_t n)
+{
+    struct egress *e = ud;
+    if (e->body.len + n > limits(e)->max_body_bytes)
+        return CH_ETOOBIG;
+    return buf_append(&e->body, p, n);
+}
+
+static int req_complete(void *ud)
+{
+    (void)ud;
+    return 0;
+}
+
+static const struct http_parser_cb req_cb = {req_head, req_body, req_complete};
+
+static void parse_error(struct egress *e, int rc)
+{
+    if (rc == HANDLED || e->state == EG_CLOSED)
+        return;
+    if (rc == CH_ETOOBIG)
+        reply_error(e, 413, "M_TOO_LARGE", true,
+                    "request body is over the limit of %" PRIu64 " bytes",
+                    limits(e)->max_body_bytes);
+    else if (rc == CH_ENOMEM)
+        reply_error(e, 500, "M_UNKNOWN", true, "out of memory");
+    else
+        reply_error(e, 400, "M_UNKNOWN", true, "bad request: %s",
+                    e->hp.error ? e->hp.error : "invalid HTTP framing");
+}
+
+static void process_loop(struct egress *e);
+
+static void process(struct egress *e)
+{
+    if (e->in_process)
+        return;
+    e->in_process = true;
+    process_loop(e);
+    e->in_process = false;
+}
+
+static void process_loop(struct egress *e)
+{
+    struct conn *c = &e->c;
+    const struct cfg_limits *lim = limits(e);
+    while (!(c->flags & CONN_F_CLOSING)) {
+        size_t used = 0;
+        int rc = 0;
+        switch (e->state) {
+        case EG_IDLE:
+            if (c->rbuf.len == 0)
+                return;
+            e->state = EG_HEAD;
+            e->t_start = util_mono_ms();
+            reset_exchange(e);
+            http_parser_init(&e->hp, HTTP_REQUEST, &req_cb, e);
+            http_parser_allow_proxy_targets(&e->hp);
+            conn_set_timer(c, lim->header_timeout_ms);
+            /* fall through */
+        case EG_HEAD: {
+            size_t head_len = 0;
+            const char *why = NULL;
+            rc = http_scan_head(buf_data(&c->rbuf), c->rbuf.len, lim->max_header_bytes, &head_len,
+                                &why);
+            if (rc == HTTP_SCAN_MORE)
+                return;
+            if (rc != HTTP_SCAN_DONE) {
+                if (rc == HTTP_SCAN_TOO_LARGE)
+                    reply_error(e, 431, "M_TOO_LARGE", true, "request head over %" PRIu64 " bytes",
+                                lim->max_header_bytes);
+                else
+                    reply_error(e, 400, "M_UNKNOWN", true, "bad request: %s",
+                                why ? why : "invalid");
+                return;
+            }
+            buf_reset(&e->head);
+            if (buf_append(&e->head, buf_data(&c->rbuf), head_len) < 0) {
+                conn_close(c);
+                return;
+            }
+            buf_consume(&c->rbuf, head_len);
+            e->state = EG_BODY;
+            rc = http_parser_feed(&e->hp, buf_data(&e->head), e->head.len, &used);
+            break;
+        }
+        case EG_BODY:
+            if (c->rbuf.len == 0)
+                return;
+            rc = http_parser_feed(&e->hp, buf_data(&c->rbuf), c->rbuf.len, &used);
+            if (rc >= 0)
+                buf_consume(&c->rbuf, rc == HTTP_PAUSED ? used : c->rbuf.len);
+            if (rc == 0)
+                conn_set_timer(c, lim->body_timeout_ms);
+            break;
+        case EG_WAIT:
+            if (c->rbuf.len > 64 * 1024)
+                conn_pause_read(c);
+            return;
+        case EG_CLOSED:
+            return;
+        }
+        if (rc < 0) {
+            parse_error(e, rc);
+            continue;
+        }
+        if (rc == HTTP_PAUSED) {
+            e->state = EG_WAIT;
+            e->req_done = true;
+            conn_set_timer(c, 0);
+            forward(e);
+        }
+    }
+}
+
+/* --- connection events ----------------------------------------------------------------- */
+
+static void on_open(struct conn *c)
+{
+    struct egress *e = eg_of(c);
+    e->state = EG_IDLE;
+    conn_set_timer(c, limits(e)->header_timeout_ms);
+}
+
+static void on_read(struct conn *c)
+{
+    process(eg_of(c));
+}
+
+static void on_writable(struct conn *c)
+{
+    (void)c;
+}
+
+static void on_eof(struct conn *c, int err)
+{
+    struct egress *e = eg_of(c);
+    (void)err;
+    if (e->state == EG_WAIT) {
+        e->close_after = true; /* answer, then close */
+        return;
+    }
+    if (e->state == EG_BODY) {
+        snprintf(e->error, sizeof(e->error), "homeserver closed before the end of the request");
+        access_log(e);
+    }
+    e->state = EG_CLOSED;
+    conn_close(c);
+}
+
+static void on_timer(struct conn *c)
+{
+    struct egress *e = eg_of(c);
+    switch (e->state) {
+    case EG_IDLE:
+        e->state = EG_CLOSED;
+        conn_close(c);
+        return;
+    case EG_HEAD:
+    case EG_BODY:
+        reply_error(e, 408, "M_UNKNOWN", true, "request not received in time");
+        return;
+    case EG_WAIT:
+    case EG_CLOSED:
+        return;
+    }
+}
+
+static void on_drain(struct conn *c)
+{
+    struct egress *e = eg_of(c);
+    if (e->state == EG_IDLE && c->rbuf.len == 0) {
+        e->state = EG_CLOSED;
+        conn_close(c);
+    }
+}
+
+static void on_close(struct conn *c)
+{
+    struct egress *e = eg_of(c);
+    if (e->rq)
+        resolve_request_abort(e->rq);
+    reset_exchange(e);
+    buf_free(&e->head);
+    buf_free(&e->body);
+    buf_free(&e->headers);
+    struct worker *w = c->w;
+    free(e);
+    worker_maybe_finish(w);
+}
+
+static const struct conn_handler handler = {
+    on_open, on_read, on_writable, on_eof, on_timer, on_drain, on_close,
+};
+
+void egress_accept(struct listener *l, int fd)
+{
+    struct egress *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        log_error("out of memory accepting a connection");
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    e->state = EG_IDLE;
+    e->homeserver = -1;
+    conn_accept(&e->c, l, &handler, fd);
+}

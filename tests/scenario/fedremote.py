@@ -90,6 +90,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         with rs.lock:
             rs.requests.append(self.path)
+            rs.received.append(("GET", self.path, dict(self.headers.items()), b""))
         if self.path != KEY_PATH and not self.path.startswith(KEY_PATH + "/"):
             return self._send(404, {"errcode": "M_UNRECOGNIZED", "error": "not here"})
         with rs.lock:
@@ -97,6 +98,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if rs.delay:
             rs._stopping.wait(rs.delay)
         self._send(200, rs.document())
+
+    def do_PUT(self):
+        """Any PUT (a transaction, ...): recorded as received, answered with rs.put_answer."""
+        rs = self.server.remote
+        if self._down():
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with rs.lock:
+            rs.requests.append(self.path)
+            rs.received.append(("PUT", self.path, dict(self.headers.items()), body))
+            status, obj = rs.put_answer
+        self._send(status, obj)
 
     def do_POST(self):
         rs = self.server.remote
@@ -138,6 +151,8 @@ class RemoteServer:
         self.queries = 0  # notary queries (POST /_matrix/key/v2/query)
         self.vouches = []  # RemoteServers whose documents this one serves as a notary
         self.requests = []  # paths asked, in order
+        self.received = []  # (method, path, headers, body) of GETs and PUTs, in order
+        self.put_answer = (200, {"pdus": {}})  # what a PUT gets
         self._stopping = threading.Event()
         self.host = host
         self.port = free_port()

@@ -1073,6 +1073,20 @@ static int check_fields(const char *p, const char **why)
     return 0;
 }
 
+/* True when the header lines (each "Name: value\r\n", or NULL) have a field name (lowercase). */
+static bool has_field(const char *headers, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = headers; p != NULL && *p != '\0';) {
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':')
+            return true;
+        p = strstr(p, "\r\n");
+        if (p != NULL)
+            p += 2;
+    }
+    return false;
+}
+
 static int serialize(struct buf *out, const struct client_target *t,
                      const struct client_request *req, const char **why)
 {
@@ -1098,8 +1112,10 @@ static int serialize(struct buf *out, const struct client_target *t,
     if (buf_reserve(out, strlen(req->method) + strlen(req->target) + strlen(t->host) + hlen +
                              req->body_len + 128) < 0)
         return CH_ENOMEM;
-    int rc = buf_appendf(out, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: chappe/%s\r\n",
-                         req->method, req->target, t->host, CHAPPE_VERSION);
+    int rc = buf_appendf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", req->method, req->target, t->host);
+    /* a request passed on (egress) keeps its sender's User-Agent, and only that one */
+    if (rc == 0 && !has_field(req->headers, "user-agent"))
+        rc = buf_appendf(out, "User-Agent: chappe/%s\r\n", CHAPPE_VERSION);
     if (rc == 0 && hlen)
         rc = buf_append(out, req->headers, hlen);
     if (rc == 0 && req->body != NULL)

@@ -9,6 +9,8 @@ signing keys at GET /_matrix/key/v2/server over TLS and signs requests the way S
   rs.forged("a1")   a key the server never publishes (same or any key id)
   rs.vouches.append(other)   as a notary, POST /_matrix/key/v2/query answers with other's
                     document co-signed by rs (rs.queries counts those requests)
+  rs.received       (method, path, headers dict, body bytes) of each request, in order
+  rs.answers[path] = (status, body[, headers])   what a request to path (and query) gets
   rs.stop()
 
 The key document is built on each request: valid_until_ts = now + valid_for_ms, signed by
@@ -91,6 +93,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with rs.lock:
             rs.requests.append(self.path)
             rs.received.append(("GET", self.path, dict(self.headers.items()), b""))
+            rs.header_lists.append(self.headers.items())
+        if self._answered():
+            return
         if self.path != KEY_PATH and not self.path.startswith(KEY_PATH + "/"):
             return self._send(404, {"errcode": "M_UNRECOGNIZED", "error": "not here"})
         with rs.lock:
@@ -108,8 +113,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with rs.lock:
             rs.requests.append(self.path)
             rs.received.append(("PUT", self.path, dict(self.headers.items()), body))
+            rs.header_lists.append(self.headers.items())
             status, obj = rs.put_answer
-        self._send(status, obj)
+        if not self._answered():
+            self._send(status, obj)
 
     def do_POST(self):
         rs = self.server.remote
@@ -118,6 +125,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         with rs.lock:
             rs.requests.append(self.path)
+            rs.received.append(("POST", self.path, dict(self.headers.items()), body))
+            rs.header_lists.append(self.headers.items())
+        if self._answered():
+            return
         if self.path != "/_matrix/key/v2/query":
             return self._send(404, {"errcode": "M_UNRECOGNIZED", "error": "not here"})
         with rs.lock:
@@ -125,6 +136,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             asked = json.loads(body).get("server_keys", {})
             vouched = [o for o in rs.vouches if o.name in asked]
         self._send(200, {"server_keys": [rs.cosign(o.document()) for o in vouched]})
+
+    def do_DELETE(self):
+        """Recorded; answered from rs.answers, else 404."""
+        rs = self.server.remote
+        if self._down():
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with rs.lock:
+            rs.requests.append(self.path)
+            rs.received.append(("DELETE", self.path, dict(self.headers.items()), body))
+            rs.header_lists.append(self.headers.items())
+        if not self._answered():
+            self._send(404, {"errcode": "M_UNRECOGNIZED", "error": "not here"})
+
+    def _answered(self):
+        """Answer from rs.answers[path] (path with its query) if there is one: (status, body[,
+        headers]) where body is bytes sent as they are or an object sent as JSON, headers extra
+        (name, value) pairs; with ("Transfer-Encoding", "chunked") among them the body goes
+        in chunks of 7 bytes instead of with a Content-Length."""
+        rs = self.server.remote
+        with rs.lock:
+            answer = rs.answers.get(self.path)
+        if answer is None:
+            return False
+        status, body, headers = (tuple(answer) + ((),))[:3]
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        chunked = any(n.lower() == "transfer-encoding" for n, _ in headers)
+        self.send_response(status)
+        for n, v in headers:
+            self.send_header(n, v)
+        if not chunked:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if chunked:
+            for i in range(0, len(body), 7):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.wfile.write(body)
+        return True
 
     def _send(self, status, obj):
         body = json.dumps(obj).encode()
@@ -151,8 +203,13 @@ class RemoteServer:
         self.queries = 0  # notary queries (POST /_matrix/key/v2/query)
         self.vouches = []  # RemoteServers whose documents this one serves as a notary
         self.requests = []  # paths asked, in order
-        self.received = []  # (method, path, headers, body) of GETs and PUTs, in order
+        self.received = []  # (method, path, headers, body) of each request, in order
         self.put_answer = (200, {"pdus": {}})  # what a PUT gets
+        # path (with query) -> (status, body[, headers]): what any request to it gets instead
+        # (see _Handler._answered); header_lists: each request's header (name, value) pairs
+        # as sent, in order and with repeats, parallel to received
+        self.answers = {}
+        self.header_lists = []
         self._stopping = threading.Event()
         self.host = host
         self.port = free_port()

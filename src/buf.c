@@ -180,3 +180,9 @@ int slice_next_list_item(struct slice *rest, struct slice *item)
     rest->base = comma + 1;
     return 0;
 }
+
+void buf_trim_newlines(struct buf *b)
+{
+    while (b->len > 0 && buf_data(b)[b->len - 1] == '\n')
+        b->len--;
+}

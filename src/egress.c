@@ -1,12 +1,10 @@
 /* egress.c -- the fronted homeservers' outbound federation requests: authenticated, checked
  * against the policy, and sent on through the outbound client. */
 /* SPDX-License-Identifier: ISC */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "chappe/conn.h"
@@ -26,48 +24,30 @@
 static int load_secret(const char *path, unsigned char hash[crypto_generichash_BYTES],
                        struct buf *err)
 {
-    char data[SECRET_MAX + 2];
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        buf_appendf(err, "%s: cannot open the egress secret: %s\n", path, strerror(errno));
-        return CH_EIO;
-    }
-    if (fstat(fd, &st) < 0 || (st.st_mode & 077) != 0) {
-        buf_appendf(err,
-                    "%s: the egress secret is readable or writable by group or others "
-                    "(chmod 600 %s)\n",
-                    path, path);
-        close(fd);
-        return CH_EPERM;
-    }
-    ssize_t n = read(fd, data, sizeof(data));
-    close(fd);
-    if (n < 0) {
-        buf_appendf(err, "%s: cannot read the egress secret: %s\n", path, strerror(errno));
-        return CH_EIO;
-    }
-    size_t len = (size_t)n;
-    if (len > SECRET_MAX) {
-        buf_appendf(err, "%s: the egress secret is longer than %d bytes\n", path, SECRET_MAX);
-        return CH_EINVAL;
-    }
-    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+    struct buf data = BUF_INIT;
+    int rc = util_read_private_file(path, SECRET_MAX, "an egress secret", &data, err);
+    size_t len = data.len;
+    while (rc == 0 && len > 0 &&
+           (buf_data(&data)[len - 1] == '\n' || buf_data(&data)[len - 1] == '\r'))
         len--;
-    for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)data[i] <= 0x20 || (unsigned char)data[i] >= 0x7f) {
-            buf_appendf(err, "%s: the egress secret must be printable ASCII without spaces\n",
-                        path);
-            return CH_EINVAL;
+    for (size_t i = 0; rc == 0 && i < len; i++) {
+        unsigned char c = (unsigned char)buf_data(&data)[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            buf_appendf(err, "%s: the egress secret must be printable ASCII without spaces", path);
+            rc = CH_EINVAL;
         }
     }
-    if (len < SECRET_MIN) {
-        buf_appendf(err, "%s: the egress secret is shorter than %d bytes\n", path, SECRET_MIN);
-        return CH_EINVAL;
+    if (rc == 0 && len < SECRET_MIN) {
+        buf_appendf(err, "%s: the egress secret is shorter than %d bytes", path, SECRET_MIN);
+        rc = CH_EINVAL;
     }
-    crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)data, len, NULL, 0);
-    sodium_memzero(data, sizeof(data));
-    return 0;
+    if (rc == 0)
+        crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)buf_data(&data),
+                           len, NULL, 0);
+    else
+        buf_append_str(err, "\n");
+    buf_free_secret(&data);
+    return rc;
 }
 
 int egress_secrets_load(const struct config *cfg, struct egress_secrets *out, struct buf *err)

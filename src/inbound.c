@@ -710,8 +710,8 @@ static void reply_notary_post(struct inbound *ib)
     struct buf err = BUF_INIT, body = BUF_INIT;
     json_t *q = NULL;
     if (cjson_parse(buf_data(&ib->kept_body), ib->kept_body.len, &q, &err) < 0) {
-        reply_error(ib, 400, "M_NOT_JSON", false, "the body is not JSON: %.*s",
-                    (int)(err.len && buf_data(&err)[err.len - 1] == '\n' ? err.len - 1 : err.len),
+        buf_trim_newlines(&err);
+        reply_error(ib, 400, "M_NOT_JSON", false, "the body is not JSON: %.*s", (int)err.len,
                     buf_data(&err));
         goto out;
     }
@@ -913,8 +913,7 @@ static void verify_with_key(struct inbound *ib, const unsigned char pk[crypto_si
                                             ib->kept_body.len, pk, &err)
                  : CH_ENOMEM;
     free(uri);
-    while (err.len && buf_data(&err)[err.len - 1] == '\n')
-        err.len--;
+    buf_trim_newlines(&err);
     if (rc == 0) {
         buf_free(&err);
         inbound_peer_up(ib->x.origin);
@@ -1007,8 +1006,7 @@ static void verify_request(struct inbound *ib)
         struct buf err = BUF_INIT;
         json_t *v = NULL;
         if (cjson_parse(p, n, &v, &err) < 0) {
-            while (err.len && buf_data(&err)[err.len - 1] == '\n')
-                err.len--;
+            buf_trim_newlines(&err);
             reply_error(ib, 400, "M_NOT_JSON", false, "the body is not JSON: %.*s", (int)err.len,
                         buf_data(&err));
             buf_free(&err);

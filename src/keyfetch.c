@@ -194,11 +194,6 @@ static void fetch_free(struct kf_fetch *f)
     free(f);
 }
 
-static void format_ms(uint64_t ms, char *out, size_t cap)
-{
-    util_format_duration_ms(ms, out, cap);
-}
-
 /* The fetch is over: remember how it went, answer everyone waiting. */
 static void fetch_end(struct kf_fetch *f, int status, const char *why)
 {
@@ -217,7 +212,7 @@ static void fetch_end(struct kf_fetch *f, int status, const char *why)
             srv->backoff = BACKOFF_MAX_MS;
         srv->next_allowed = now + srv->backoff;
         atomic_fetch_add_explicit(&kf->failures, 1, memory_order_relaxed);
-        format_ms(srv->backoff, next, sizeof(next));
+        util_format_duration_ms(srv->backoff, next, sizeof(next));
         log_warn("keys: cannot fetch the keys of %s: %s (next attempt in %s at the earliest)",
                  srv->name, why, next);
     }
@@ -307,8 +302,7 @@ static void took_notary_answer(struct kf_fetch *f)
     if (keydoc_parse_query_response(buf_data(&f->body), f->body.len, f->srv->name, &notary,
                                     util_wall_ms(), &f->docs, &f->ndocs, &err) < 0 ||
         f->ndocs == 0) {
-        while (err.len && buf_data(&err)[err.len - 1] == '\n')
-            err.len--;
+        buf_trim_newlines(&err);
         fetch_fail_step(f, "notary %s: %.*s", nt->server_name, (int)err.len, buf_data(&err));
         buf_free(&err);
         return;
@@ -333,8 +327,7 @@ static void took_direct_answer(struct kf_fetch *f)
     struct buf err = BUF_INIT;
     if (keydoc_parse(buf_data(&f->body), f->body.len, f->srv->name, util_wall_ms(), &f->doc, &err) <
         0) {
-        while (err.len && buf_data(&err)[err.len - 1] == '\n')
-            err.len--;
+        buf_trim_newlines(&err);
         fetch_fail_step(f, "%s: %.*s", f->srv->name, (int)err.len, buf_data(&err));
         buf_free(&err);
         return;
@@ -503,8 +496,8 @@ static void take_ask(struct keyfetch *kf, struct keyfetch_wait *w)
     if (srv->fetch == NULL && now < srv->next_allowed) {
         char ago[32], left[32], why[sizeof(srv->last_why) + 400];
         atomic_fetch_add_explicit(&kf->refused, 1, memory_order_relaxed);
-        format_ms(now - srv->ended, ago, sizeof(ago));
-        format_ms(srv->next_allowed - now, left, sizeof(left));
+        util_format_duration_ms(now - srv->ended, ago, sizeof(ago));
+        util_format_duration_ms(srv->next_allowed - now, left, sizeof(left));
         snprintf(why, sizeof(why), "keys of %s last fetched %s ago (%s); next fetch in %s",
                  srv->name, ago, srv->last_why, left);
         answer(w, CH_EAGAIN, why);

@@ -1065,8 +1065,7 @@ static void reload_certificates(void)
     struct tls_material *m = NULL;
     if (tls_material_load(rt.cfg, &m, &err) < 0) {
         /* Strip the final newline: one log line per problem. */
-        while (err.len && buf_data(&err)[err.len - 1] == '\n')
-            err.len--;
+        buf_trim_newlines(&err);
         log_error("SIGHUP: certificates not reloaded, the current ones stay in service: %.*s",
                   (int)err.len, buf_data(&err));
         buf_free(&err);
@@ -1090,8 +1089,7 @@ static void reload_trust(void)
     struct config *cfg = NULL;
     struct trust *t = NULL;
     if (config_load(rt.cfg->path, &cfg, &err) < 0 || trust_new(cfg, true, &t, &err) < 0) {
-        while (err.len && buf_data(&err)[err.len - 1] == '\n')
-            err.len--;
+        buf_trim_newlines(&err);
         for (size_t i = 0; i < err.len; i++)
             if (buf_data(&err)[i] == '\n')
                 buf_data(&err)[i] = ' ';

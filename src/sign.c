@@ -234,79 +234,17 @@ int sign_parse_keys(const char *text, size_t len, struct sign_key **keys, size_t
 }
 
 /* Read the whole of fd (a regular file of size bytes) into out, allocated once. */
-static int read_all(int fd, size_t size, struct buf *out)
-{
-    /* One byte more than the size: a file that grew while being read is noticed. */
-    int rc = buf_reserve(out, size + 1);
-    if (rc < 0)
-        return rc;
-    for (int i = 0; i < 1024 && buf_avail(out) > 0; i++) {
-        ssize_t r = read(fd, buf_tail(out), buf_avail(out));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return CH_EIO;
-        if (r == 0)
-            return out->len == size ? 0 : CH_EAGAIN;
-        buf_commit(out, (size_t)r);
-    }
-    return CH_EAGAIN;
-}
-
 int sign_load_keys(const char *path, struct sign_key **keys, size_t *n, struct buf *err)
 {
     *keys = NULL;
     *n = 0;
     struct buf text = BUF_INIT, why = BUF_INIT;
-    int rc;
-    /* O_NONBLOCK: a FIFO in place of the key file must not hang start-up. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        rc = errno == ENOENT ? CH_ENOENT : errno == EACCES ? CH_EPERM : CH_EIO;
-        buf_appendf(err, "%s: %s", path, strerror(errno));
-        goto out;
+    int rc = util_read_private_file(path, KEY_FILE_MAX, "a key file", &text, err);
+    if (rc == 0) {
+        rc = sign_parse_keys(buf_data(&text), text.len, keys, n, &why);
+        if (rc < 0)
+            buf_appendf(err, "%s: %.*s", path, (int)why.len, buf_data(&why));
     }
-    /* fstat of the open file, not stat of the path: what is checked is what is read. */
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = CH_EIO;
-        buf_appendf(err, "%s: %s", path, strerror(errno));
-        goto out_close;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = CH_EINVAL;
-        buf_appendf(err, "%s: not a regular file", path);
-        goto out_close;
-    }
-    if (st.st_mode & 077) {
-        rc = CH_EPERM;
-        buf_appendf(err, "%s: %s by group or others (mode %04o): run chmod 600 %s", path,
-                    st.st_mode & 044   ? "readable"
-                    : st.st_mode & 022 ? "writable"
-                                       : "accessible",
-                    (unsigned)(st.st_mode & 07777), path);
-        goto out_close;
-    }
-    if (st.st_size > KEY_FILE_MAX) {
-        rc = CH_ETOOBIG;
-        buf_appendf(err, "%s: %lld bytes is too large for a key file", path, (long long)st.st_size);
-        goto out_close;
-    }
-    rc = read_all(fd, (size_t)st.st_size, &text);
-    if (rc < 0) {
-        buf_appendf(err, "%s: %s", path,
-                    rc == CH_EAGAIN ? "changed while being read"
-                    : rc == CH_EIO  ? strerror(errno)
-                                    : util_strerror(rc));
-        rc = rc == CH_EAGAIN ? CH_EIO : rc;
-        goto out_close;
-    }
-    rc = sign_parse_keys(buf_data(&text), text.len, keys, n, &why);
-    if (rc < 0)
-        buf_appendf(err, "%s: %.*s", path, (int)why.len, buf_data(&why));
-out_close:
-    close(fd);
-out:
     buf_free(&why);
     buf_free_secret(&text);
     return rc;

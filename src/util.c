@@ -1,10 +1,14 @@
 /* util.c -- error strings, clocks, and the strict size/duration parsers behind the config. */
 /* SPDX-License-Identifier: ISC */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "chappe/buf.h"
 #include "chappe/util.h"
 
 const char *util_strerror(int code)
@@ -188,4 +192,63 @@ unsigned util_ncpu(void)
     if (n > 4096)
         return 4096;
     return (unsigned)n;
+}
+
+static int read_all(int fd, size_t size, struct buf *out)
+{
+    /* One byte more than the size: a file that grew while being read is noticed. */
+    int rc = buf_reserve(out, size + 1);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < 1024 && buf_avail(out) > 0; i++) {
+        ssize_t r = read(fd, buf_tail(out), buf_avail(out));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return CH_EIO;
+        if (r == 0)
+            return out->len == size ? 0 : CH_EAGAIN;
+        buf_commit(out, (size_t)r);
+    }
+    return CH_EAGAIN;
+}
+
+int util_read_private_file(const char *path, size_t max, const char *what, struct buf *out,
+                           struct buf *err)
+{
+    int rc;
+    /* O_NONBLOCK: a FIFO in place of the file must not hang start-up. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        rc = errno == ENOENT ? CH_ENOENT : errno == EACCES ? CH_EPERM : CH_EIO;
+        buf_appendf(err, "%s: %s", path, strerror(errno));
+        return rc;
+    }
+    /* fstat of the open file, not stat of the path: what is checked is what is read. */
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = CH_EIO;
+        buf_appendf(err, "%s: %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = CH_EINVAL;
+        buf_appendf(err, "%s: not a regular file", path);
+    } else if (st.st_mode & 077) {
+        rc = CH_EPERM;
+        buf_appendf(err, "%s: %s by group or others (mode %04o): run chmod 600 %s", path,
+                    st.st_mode & 044   ? "readable"
+                    : st.st_mode & 022 ? "writable"
+                                       : "accessible",
+                    (unsigned)(st.st_mode & 07777), path);
+    } else if ((uint64_t)st.st_size > max) {
+        rc = CH_ETOOBIG;
+        buf_appendf(err, "%s: %lld bytes is too large for %s", path, (long long)st.st_size, what);
+    } else if ((rc = read_all(fd, (size_t)st.st_size, out)) < 0) {
+        buf_appendf(err, "%s: %s", path,
+                    rc == CH_EAGAIN ? "changed while being read"
+                    : rc == CH_EIO  ? strerror(errno)
+                                    : util_strerror(rc));
+        rc = rc == CH_EAGAIN ? CH_EIO : rc;
+    }
+    close(fd);
+    return rc;
 }

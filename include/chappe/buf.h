@@ -67,6 +67,8 @@ void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 /* Wipe the whole allocation (secrets), then free it. */
 void buf_free_secret(struct buf *b);
+/* Drop trailing newlines (error texts built a line at a time, logged as one line). */
+void buf_trim_newlines(struct buf *b);
 
 /* Slice helpers. */
 int slice_eq(struct slice a, struct slice b);

@@ -26,6 +26,17 @@ enum {
 #define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #define ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
 
+struct buf;
+/*
+ * Read a file that holds a secret (a signing key, an egress secret), appending
+ * its bytes to out: it must be a regular file, not readable or writable by
+ * group or others (what is checked is the open file, not the path), and at
+ * most max bytes (a file that changes while it is read is refused). what
+ * names it in messages ("a key file"). 0, or CH_ENOENT / CH_EPERM / CH_EINVAL
+ * / CH_ETOOBIG / CH_EIO with "PATH: reason" appended to err (no newline).
+ */
+int util_read_private_file(const char *path, size_t max, const char *what, struct buf *out,
+                           struct buf *err);
 const char *util_strerror(int code);
 
 /* Milliseconds since the Unix epoch (wall clock, for logs and Matrix timestamps). */

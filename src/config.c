@@ -684,7 +684,7 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
     cfg->nlisteners = n;
     for (size_t i = 0; i < n; i++) {
         struct cfg_listener *l = &cfg->listeners[i];
-        struct field f[] = {{"type", true}, {"bind", true}, {"tls", false}};
+        struct field f[] = {{"type", true}, {"bind", true}, {"tls", false}, {"token_path", false}};
         yaml_node_t *item = seq_item(c, seq, i);
         index_key(where, "listeners", i);
         if (item == NULL || !walk_map(c, item, where, f, ARRAY_LEN(f)))
@@ -695,7 +695,7 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
             size_t k = 0;
             while (k < ARRAY_LEN(listener_names) && strcmp(t, listener_names[k]) != 0)
                 k++;
-            if (k == LISTENER_FEDERATION || k == LISTENER_EGRESS) {
+            if (k == LISTENER_FEDERATION || k == LISTENER_EGRESS || k == LISTENER_ADMIN) {
                 type_ok = true;
                 l->type = (enum listener_type)k;
             } else if (k < ARRAY_LEN(listener_names)) {
@@ -704,10 +704,10 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
                              "%s: listener type '%s' is not supported by this version of chappe",
                              key, t);
             } else {
-                problem_node(
-                    c, f[0].val,
-                    "%s: unknown listener type %s (this version supports: federation, egress)", key,
-                    describe(f[0].val, d, sizeof(d)));
+                problem_node(c, f[0].val,
+                             "%s: unknown listener type %s (this version supports: federation, "
+                             "egress, admin)",
+                             key, describe(f[0].val, d, sizeof(d)));
             }
         }
         if (f[1].val != NULL) {
@@ -767,6 +767,13 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
         }
         if (type_ok && l->tls) {
             tls_use[i].at = f[2].val ? f[2].val : item;
+        }
+        if (f[3].val != NULL) {
+            const char *s = want_string(c, f[3].val, join_key(key, where, "token_path"));
+            if (s != NULL && l->type != LISTENER_ADMIN)
+                problem_node(c, f[3].val, "%s: only an admin listener takes a token", key);
+            else if (s != NULL)
+                l->token_path = copy_str(c, s);
         }
     }
 }
@@ -1415,13 +1422,79 @@ static void free_key_list(struct cfg_verify_key *k, size_t n)
     free(k);
 }
 
-/* queue: { path } -- where the LMDB environment lives (keys now, the queue later). */
+/* queue: { path, max_bytes, max_bytes_per_destination, map_size, max_age, max_in_flight,
+ * retry: { min, multiplier, max } }. */
+static void load_retry(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+    char d[80];
+    struct field f[] = {{"min"}, {"multiplier"}, {"max"}};
+    if (!walk_map(c, n, "queue.retry", f, ARRAY_LEN(f)))
+        return;
+    if (f[0].val)
+        want_duration(c, f[0].val, "queue.retry.min", &cfg->queue.retry_min_ms);
+    if (f[2].val)
+        want_duration(c, f[2].val, "queue.retry.max", &cfg->queue.retry_max_ms);
+    if (f[1].val) {
+        const char *s =
+            f[1].val->type == YAML_SCALAR_NODE && !is_null(f[1].val) ? scalar_text(f[1].val) : NULL;
+        char *end = NULL;
+        double m = s != NULL && *s != '\0' ? strtod(s, &end) : 0;
+        if (s == NULL || end == NULL || *end != '\0' || !(m >= 1.0 && m <= 100.0))
+            problem_node(c, f[1].val,
+                         "queue.retry.multiplier: expected a number from 1 to 100, got %s",
+                         describe(f[1].val, d, sizeof(d)));
+        else
+            cfg->queue.retry_multiplier = m;
+    }
+    if (f[0].val && f[2].val && cfg->queue.retry_max_ms < cfg->queue.retry_min_ms)
+        problem_node(c, f[2].val, "queue.retry.max: must not be below queue.retry.min");
+}
+
 static void load_queue(struct ctx *c, struct config *cfg, yaml_node_t *n)
 {
-    struct field f[] = {{"path"}};
+    enum { Q_PATH, Q_MAX, Q_PERDEST, Q_MAP, Q_AGE, Q_INFLIGHT, Q_RETRY };
+    struct field f[] = {[Q_PATH] = {"path"},
+                        [Q_MAX] = {"max_bytes"},
+                        [Q_PERDEST] = {"max_bytes_per_destination"},
+                        [Q_MAP] = {"map_size"},
+                        [Q_AGE] = {"max_age"},
+                        [Q_INFLIGHT] = {"max_in_flight"},
+                        [Q_RETRY] = {"retry"}};
     const char *s = "var/queue";
-    if (n != NULL && walk_map(c, n, "queue", f, ARRAY_LEN(f)) && f[0].val != NULL)
-        s = want_string(c, f[0].val, "queue.path");
+    bool perdest_set = false, map_set = false;
+    cfg->queue.max_bytes = 1ull << 30;
+    cfg->queue.max_age_ms = 7ull * 86400000;
+    cfg->queue.max_in_flight = 64;
+    cfg->queue.retry_min_ms = 5000;
+    cfg->queue.retry_multiplier = 2.0;
+    cfg->queue.retry_max_ms = 3600000;
+    if (n != NULL && walk_map(c, n, "queue", f, ARRAY_LEN(f))) {
+        if (f[Q_PATH].val != NULL)
+            s = want_string(c, f[Q_PATH].val, "queue.path");
+        if (f[Q_MAX].val)
+            want_size(c, f[Q_MAX].val, "queue.max_bytes", 65536, 1ull << 44, &cfg->queue.max_bytes);
+        if (f[Q_PERDEST].val)
+            perdest_set = want_size(c, f[Q_PERDEST].val, "queue.max_bytes_per_destination", 65536,
+                                    1ull << 44, &cfg->queue.max_bytes_per_destination);
+        if (f[Q_MAP].val)
+            map_set = want_size(c, f[Q_MAP].val, "queue.map_size", 1ull << 20, 1ull << 46,
+                                &cfg->queue.map_size);
+        if (f[Q_AGE].val)
+            want_duration(c, f[Q_AGE].val, "queue.max_age", &cfg->queue.max_age_ms);
+        if (f[Q_INFLIGHT].val)
+            want_uint(c, f[Q_INFLIGHT].val, "queue.max_in_flight", 1, 10000,
+                      &cfg->queue.max_in_flight);
+        if (f[Q_RETRY].val)
+            load_retry(c, cfg, f[Q_RETRY].val);
+        if (perdest_set && cfg->queue.max_bytes_per_destination > cfg->queue.max_bytes)
+            problem_node(c, f[Q_PERDEST].val,
+                         "queue.max_bytes_per_destination: must not be above queue.max_bytes");
+    }
+    if (!perdest_set)
+        cfg->queue.max_bytes_per_destination =
+            cfg->queue.max_bytes < (256ull << 20) ? cfg->queue.max_bytes : 256ull << 20;
+    if (!map_set)
+        cfg->queue.map_size = cfg->queue.max_bytes + cfg->queue.max_bytes / 4 + (64ull << 20);
     if (s != NULL)
         cfg->queue.path = copy_str(c, s);
 }
@@ -1786,8 +1859,10 @@ void config_free(struct config *cfg)
 {
     if (cfg == NULL)
         return;
-    for (size_t i = 0; i < cfg->nlisteners; i++)
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].binds);
+        free(cfg->listeners[i].token_path);
+    }
     free(cfg->listeners);
     for (size_t i = 0; i < cfg->tls.ncertificates; i++)
         free_cert(&cfg->tls.certificates[i]);
@@ -1931,6 +2006,8 @@ void config_print(const struct config *cfg, FILE *f)
             print_str(f, l->binds[j].text);
         }
         fprintf(f, "]\n    tls: %s\n", l->tls ? "true" : "false");
+        if (l->token_path != NULL)
+            print_kv(f, "    ", "token_path", l->token_path);
     }
 
     fprintf(f, "tls:\n");
@@ -2004,6 +2081,22 @@ void config_print(const struct config *cfg, FILE *f)
                                                                 : "log");
     fprintf(f, "queue:\n");
     print_kv(f, "  ", "path", cfg->queue.path);
+    {
+        util_format_size(cfg->queue.max_bytes, v, sizeof(v));
+        fprintf(f, "  max_bytes: %s\n", v);
+        util_format_size(cfg->queue.max_bytes_per_destination, v, sizeof(v));
+        fprintf(f, "  max_bytes_per_destination: %s\n", v);
+        util_format_size(cfg->queue.map_size, v, sizeof(v));
+        fprintf(f, "  map_size: %s\n", v);
+        util_format_duration_ms(cfg->queue.max_age_ms, v, sizeof(v));
+        fprintf(f, "  max_age: %s\n", v);
+        fprintf(f, "  max_in_flight: %llu\n", (unsigned long long)cfg->queue.max_in_flight);
+        util_format_duration_ms(cfg->queue.retry_min_ms, v, sizeof(v));
+        fprintf(f, "  retry:\n    min: %s\n", v);
+        fprintf(f, "    multiplier: %g\n", cfg->queue.retry_multiplier);
+        util_format_duration_ms(cfg->queue.retry_max_ms, v, sizeof(v));
+        fprintf(f, "    max: %s\n", v);
+    }
     fprintf(f, "pinned_keys:%s\n", cfg->npinned_keys ? "" : " {}");
     for (size_t i = 0; i < cfg->npinned_keys; i++) {
         fputs("  ", f);

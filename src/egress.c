@@ -7,17 +7,25 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "chappe/cjson.h"
 #include "chappe/conn.h"
 #include "chappe/egress.h"
 #include "chappe/egress_target.h"
 #include "chappe/http.h"
 #include "chappe/log.h"
+#include "chappe/queue.h"
 #include "chappe/resolve.h"
+#include "chappe/sender.h"
 #include "chappe/trust.h"
 #include "chappe/util.h"
+#include "chappe/xmatrix.h"
 
-#define SECRET_MIN 16
-#define SECRET_MAX 4096
+#define SECRET_MIN       16
+#define SEND_PREFIX      "/_matrix/federation/v1/send/"
+#define MAX_PDUS         50 /* the spec's limits on one transaction */
+#define MAX_EDUS         100
+#define FULL_RETRY_AFTER "Retry-After: 10\r\n" /* a full queue: the sender frees room */
+#define SECRET_MAX       4096
 
 /* --- secrets --------------------------------------------------------------------------- */
 
@@ -101,6 +109,21 @@ int egress_secrets_match(const struct egress_secrets *s, const char *token, size
 
 enum eg_state { EG_IDLE, EG_HEAD, EG_BODY, EG_WAIT, EG_CLOSED };
 
+struct egress;
+
+/* A transaction on its way into the queue: owns its bytes, so that the connection may close
+ * while the store writes it (the write still happens; nobody is answered). */
+struct eg_put {
+    struct egress *e; /* NULL once the connection closed */
+    struct sender *sender;
+    struct buf data; /* the item's strings */
+    struct buf body;
+    struct queue_item it;
+    struct queue_caps caps;
+    uint64_t seq;
+    bool duplicate;
+};
+
 struct egress {
     struct conn c; /* first: the handler callbacks find us with CONTAINER_OF */
     enum eg_state state;
@@ -113,6 +136,7 @@ struct egress {
     char method[32];
     struct trust *trust; /* the snapshot this exchange started with */
     struct resolve_request *rq;
+    struct eg_put *put; /* the transaction being stored */
     uint64_t t_start;
     int status;
     int homeserver;
@@ -334,12 +358,19 @@ static int collect_headers(struct egress *e)
     return buf_append(&e->headers, "", 1) < 0 ? CH_ENOMEM : 0; /* NUL-terminated */
 }
 
+static void enqueue(struct egress *e, struct slice txn_id);
+
 /* The whole request is in: send it on. */
 static void forward(struct egress *e)
 {
     struct worker *w = e->c.w;
     if (w->res == NULL) {
         reply_error(e, 500, "M_UNKNOWN", false, "no outbound client on this worker");
+        return;
+    }
+    size_t plen = strlen(SEND_PREFIX);
+    if (strcmp(e->method, "PUT") == 0 && strncmp(e->path, SEND_PREFIX, plen) == 0) {
+        enqueue(e, slice_from_str(e->path + plen));
         return;
     }
     struct client_request req = {.method = e->method,
@@ -353,6 +384,212 @@ static void forward(struct egress *e)
     e->rq = resolve_request(w->res, e->t.dest.name, &req, &rs_handler, NULL, e);
     if (e->rq == NULL)
         reply_error(e, 500, "M_UNKNOWN", false, "out of memory");
+}
+
+/* --- transactions: into the queue ------------------------------------------------------ */
+
+static void put_free(struct eg_put *p)
+{
+    buf_free(&p->data);
+    buf_free(&p->body);
+    free(p);
+}
+
+static int put_write(MDB_txn *txn, struct store *s, void *ud)
+{
+    struct eg_put *p = ud;
+    return queue_put_txn(txn, s, &p->it, &p->caps, &p->seq, &p->duplicate);
+}
+
+static void put_done(void *ud, int rc)
+{
+    struct eg_put *p = ud;
+    struct egress *e = p->e;
+    if (rc == 0 && !p->duplicate)
+        sender_kick(p->sender, p->it.destination.base);
+    if (e == NULL) {
+        if (rc != 0)
+            log_warn("egress: txn %s to %s not stored (%s); its sender had gone", p->it.txn_id.base,
+                     p->it.destination.base, util_strerror(rc));
+        put_free(p);
+        return;
+    }
+    e->put = NULL;
+    if (rc == 0) {
+        static const char ok[] = "{\"pdus\":{}}";
+        struct buf *out = conn_out(&e->c);
+        e->status = 200;
+        if (!e->hp.msg.keep_alive || e->c.w->draining)
+            e->close_after = true;
+        buf_appendf(out,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    "%zu\r\n%s\r\n%s",
+                    sizeof(ok) - 1, e->close_after ? "Connection: close\r\n" : "", ok);
+        if (p->duplicate)
+            snprintf(e->error, sizeof(e->error), "duplicate of queued entry %" PRIu64, p->seq);
+        finish_exchange(e);
+    } else if (rc == CH_EAGAIN) {
+        e->status = 503;
+        snprintf(e->error, sizeof(e->error),
+                 "the queue is full (queue.max_bytes %" PRIu64
+                 ", max_bytes_per_destination %" PRIu64 "): try again later",
+                 p->caps.max_bytes, p->caps.dest_max_bytes);
+        http_error_response(conn_out(&e->c), 503, "M_UNKNOWN", e->error, e->close_after,
+                            FULL_RETRY_AFTER);
+        finish_exchange(e);
+    } else if (rc == CH_ETOOBIG) {
+        e->status = 503;
+        snprintf(e->error, sizeof(e->error),
+                 "the queue's store is full (queue.map_size): try again later");
+        log_error("egress: %s: the store is full; transactions are refused until deliveries "
+                  "free room",
+                  store_path(e->c.w->store));
+        http_error_response(conn_out(&e->c), 503, "M_UNKNOWN", e->error, e->close_after,
+                            FULL_RETRY_AFTER);
+        finish_exchange(e);
+    } else {
+        e->status = 500;
+        snprintf(e->error, sizeof(e->error), "the transaction could not be stored: %s",
+                 util_strerror(rc));
+        http_error_response(conn_out(&e->c), 500, "M_UNKNOWN", e->error, e->close_after, NULL);
+        finish_exchange(e);
+    }
+    put_free(p);
+}
+
+/* Append s to p->data as one NUL-terminated field; its offset into *off. */
+static int put_field(struct eg_put *p, struct slice s, size_t *off)
+{
+    *off = p->data.len;
+    if (buf_append(&p->data, s.base ? s.base : "", s.len) < 0 || buf_append(&p->data, "", 1) < 0)
+        return CH_ENOMEM;
+    return 0;
+}
+
+/* The transaction's own checks: what it says must be what it is. 0, or answered. */
+static int check_txn(struct egress *e, struct slice txn_id, const struct http_field **auth)
+{
+    const struct http_msg *m = &e->hp.msg;
+    const char *hs = e->c.w->cfg->homeservers[e->homeserver].server_name;
+    if (txn_id.len == 0 || memchr(txn_id.base, '/', txn_id.len) != NULL ||
+        memchr(txn_id.base, '?', txn_id.len) != NULL || txn_id.len > QUEUE_FIELD_MAX) {
+        reply_error(e, 400, "M_UNRECOGNIZED", false, "bad transaction path %s", e->path);
+        return CH_EINVAL;
+    }
+    *auth = NULL;
+    for (size_t i = 0; i < m->nfields; i++) {
+        if (!slice_case_eq_str(m->fields[i].name, "authorization"))
+            continue;
+        if (*auth != NULL) {
+            reply_error(e, 400, "M_UNAUTHORIZED", false,
+                        "a queued transaction carries one Authorization header");
+            return CH_EINVAL;
+        }
+        *auth = &m->fields[i];
+    }
+    struct xmatrix x;
+    const char *why = NULL;
+    if (*auth == NULL) {
+        reply_error(e, 401, "M_UNAUTHORIZED", false,
+                    "a transaction must be signed by its homeserver (X-Matrix Authorization)");
+        return CH_EPERM;
+    }
+    if (xmatrix_parse((*auth)->value.base, (*auth)->value.len, &x, &why) < 0) {
+        reply_error(e, 401, "M_UNAUTHORIZED", false, "bad X-Matrix Authorization: %s", why);
+        return CH_EPERM;
+    }
+    if (strcmp(x.origin, hs) != 0) {
+        reply_error(e, 401, "M_UNAUTHORIZED", false,
+                    "the transaction is signed by %s, not by homeserver %s", x.origin, hs);
+        return CH_EPERM;
+    }
+    if (x.has_destination && strcmp(x.destination, e->t.dest.name) != 0) {
+        reply_error(e, 401, "M_UNAUTHORIZED", false,
+                    "the transaction is signed for %s but sent to %s", x.destination,
+                    e->t.dest.name);
+        return CH_EPERM;
+    }
+    struct buf err = BUF_INIT;
+    json_t *body = NULL;
+    int rc = cjson_parse(buf_data(&e->body), e->body.len, &body, &err);
+    if (rc < 0) {
+        buf_trim_newlines(&err);
+        reply_error(e, 400, "M_NOT_JSON", false, "the transaction is not JSON: %.*s", (int)err.len,
+                    buf_data(&err));
+    } else if (!json_is_object(body)) {
+        reply_error(e, 400, "M_BAD_JSON", false, "a transaction is a JSON object");
+        rc = CH_EINVAL;
+    } else {
+        json_t *pdus = json_object_get(body, "pdus"), *edus = json_object_get(body, "edus");
+        if (!json_is_array(pdus) || (edus != NULL && !json_is_array(edus))) {
+            reply_error(e, 400, "M_BAD_JSON", false,
+                        "a transaction has a \"pdus\" array (and optionally an \"edus\" array)");
+            rc = CH_EINVAL;
+        } else if (json_array_size(pdus) > MAX_PDUS || json_array_size(edus) > MAX_EDUS) {
+            reply_error(e, 400, "M_BAD_JSON", false,
+                        "a transaction holds at most %d PDUs and %d EDUs, this one %zu and %zu",
+                        MAX_PDUS, MAX_EDUS, json_array_size(pdus), json_array_size(edus));
+            rc = CH_EINVAL;
+        }
+    }
+    json_decref(body);
+    buf_free(&err);
+    return rc;
+}
+
+/* PUT /send/{txnId}: checked, stored durably, then acknowledged; the sender delivers it. */
+static void enqueue(struct egress *e, struct slice txn_id)
+{
+    struct worker *w = e->c.w;
+    const struct http_field *auth = NULL;
+    if (w->sender == NULL || !w->sport_open) {
+        reply_error(e, 500, "M_UNKNOWN", false, "no queue on this worker");
+        return;
+    }
+    if (check_txn(e, txn_id, &auth) < 0)
+        return;
+    struct eg_put *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        reply_error(e, 500, "M_UNKNOWN", false, "out of memory");
+        return;
+    }
+    const struct http_msg *m = &e->hp.msg;
+    const struct http_field *ct = http_msg_field(m, "content-type");
+    const char *hs = w->cfg->homeservers[e->homeserver].server_name;
+    size_t off[7];
+    int rc = put_field(p, slice_from_str(hs), &off[0]);
+    rc = rc ? rc : put_field(p, slice_from_str(e->t.dest.name), &off[1]);
+    rc = rc ? rc : put_field(p, txn_id, &off[2]);
+    rc = rc ? rc : put_field(p, slice_from_str("PUT"), &off[3]);
+    rc = rc ? rc : put_field(p, slice_from_str(e->path), &off[4]);
+    rc = rc ? rc : put_field(p, auth->value, &off[5]);
+    rc = rc ? rc : put_field(p, ct ? ct->value : slice_from_str(""), &off[6]);
+    if (rc < 0) {
+        put_free(p);
+        reply_error(e, 500, "M_UNKNOWN", false, "out of memory");
+        return;
+    }
+    /* the body moves: it is not copied */
+    p->body = e->body;
+    e->body = (struct buf)BUF_INIT;
+    const char *d = buf_data(&p->data);
+    struct slice *f[7] = {&p->it.origin, &p->it.destination,   &p->it.txn_id,      &p->it.method,
+                          &p->it.path,   &p->it.authorization, &p->it.content_type};
+    for (size_t i = 0; i < 7; i++)
+        *f[i] = (struct slice){d + off[i], strlen(d + off[i])};
+    p->it.body = (struct slice){buf_data(&p->body), p->body.len};
+    p->it.first_seen_ms = util_wall_ms();
+    p->caps.max_bytes = w->cfg->queue.max_bytes;
+    p->caps.dest_max_bytes = w->cfg->queue.max_bytes_per_destination;
+    p->sender = w->sender;
+    p->e = e;
+    rc = store_submit(w->store, &w->sport, put_write, put_done, p);
+    if (rc < 0) {
+        put_free(p);
+        reply_error(e, 503, "M_UNKNOWN", false, "the relay is stopping: the queue is closed");
+        return;
+    }
+    e->put = p;
 }
 
 /* Who is asking: the homeserver whose secret is in Proxy-Authorization. */
@@ -615,6 +852,8 @@ static void on_close(struct conn *c)
     struct egress *e = eg_of(c);
     if (e->rq)
         resolve_request_abort(e->rq);
+    if (e->put)
+        e->put->e = NULL; /* the write goes on; nobody is answered */
     reset_exchange(e);
     buf_free(&e->head);
     buf_free(&e->body);

@@ -19,10 +19,12 @@
 #include "chappe/keystore.h"
 #include "chappe/log.h"
 #include "chappe/egress.h"
+#include "chappe/inbound.h"
 #include "chappe/keyfetch.h"
 #include "chappe/policy.h"
 #include "chappe/trust.h"
 #include "chappe/resolve.h"
+#include "chappe/sender.h"
 #include "chappe/sign.h"
 #include "chappe/store.h"
 #include "chappe/tls.h"
@@ -694,9 +696,6 @@ out:
     return st.status;
 }
 
-/* The daemon's LMDB map: keys now, the queue later (its max_bytes will size it). */
-#define STORE_MAP_SIZE (1ull << 30)
-
 /* --- keys: remote servers' verify keys in the store ---------------------------------- */
 
 #define KEYDOC_BODY_MAX (64 * 1024) /* a key document is a few hundred bytes */
@@ -1022,9 +1021,16 @@ struct runtime {
     int stopping;
     struct trust *trust; /* the snapshot in service (one reference) */
     struct keyfetch *keyfetch;
+    struct sender *sender; /* with an egress listener */
 };
 
 static struct runtime rt;
+
+/* A verified inbound request: its origin is up, whatever its queue's backoff says. */
+static void on_peer_up(void *ud, const char *server)
+{
+    sender_peer_up(ud, server);
+}
 
 static void on_worker_exit(struct worker *w)
 {
@@ -1103,6 +1109,8 @@ static void reload_trust(void)
         worker_post_trust(&rt.workers[i], t);
     if (rt.keyfetch)
         keyfetch_set_trust(rt.keyfetch, t);
+    if (rt.sender)
+        sender_set_trust(rt.sender, t);
     trust_unref(rt.trust);
     rt.trust = t;
     warn_policy(t->cfg);
@@ -1222,7 +1230,7 @@ static int cmd_run(int argc, char **argv)
     {
         /* last of the start-up checks: a configuration that fails creates no directory */
         struct buf err = BUF_INIT;
-        if (store_open(cfg->queue.path, STORE_MAP_SIZE, STORE_F_EXCLUSIVE, &store, &err) < 0) {
+        if (store_open(cfg->queue.path, cfg->queue.map_size, STORE_F_EXCLUSIVE, &store, &err) < 0) {
             print_errors("run", &err);
             log_error("%s: the store %s could not be opened", path, cfg->queue.path);
             buf_free(&err);
@@ -1238,6 +1246,16 @@ static int cmd_run(int argc, char **argv)
             goto out_tls;
         }
         buf_free(&err);
+    }
+    if (has_listener(cfg, LISTENER_EGRESS)) {
+        struct buf err = BUF_INIT;
+        if (sender_start(cfg, trust, store, &rt.sender, &err) < 0) {
+            print_errors("run", &err);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+        inbound_set_peer_up_hook(on_peer_up, rt.sender);
     }
     rt.trust = trust;
     trust_ref(trust);
@@ -1262,6 +1280,7 @@ static int cmd_run(int argc, char **argv)
         rt.workers[i].trust = trust;
         trust_ref(trust);
         rt.workers[i].keyfetch = rt.keyfetch;
+        rt.workers[i].sender = rt.sender;
         rt.workers[i].egress_secrets = &secrets;
         rt.workers[i].store = store;
         rt.workers[i].siblings = rt.workers;
@@ -1302,6 +1321,9 @@ out_join:
     if (status == 0)
         log_info("stopped");
 out_tls:
+    inbound_set_peer_up_hook(NULL, NULL);
+    sender_stop(rt.sender); /* the workers that kick it have stopped */
+    rt.sender = NULL;
     keyfetch_stop(rt.keyfetch); /* the workers that ask it have stopped */
     rt.keyfetch = NULL;
     trust_unref(rt.trust);

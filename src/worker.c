@@ -267,6 +267,9 @@ static void finish(struct worker *w)
     uv_close((uv_handle_t *)&w->async, close_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_noop);
     keyfetch_mbox_close(&w->kbox);
+    if (w->sport_open)
+        store_port_close(&w->sport, NULL); /* writes in flight still complete on this loop */
+    w->sport_open = false;
     free_outbound(w);
 }
 
@@ -384,6 +387,11 @@ int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struc
     w->drain_timer.data = w;
     if (keyfetch_mbox_init(&w->kbox, &w->loop) < 0 || new_outbound(w) < 0)
         return CH_EIO;
+    if (w->store != NULL) {
+        if (store_port_init(&w->sport, &w->loop) < 0)
+            return CH_EIO;
+        w->sport_open = true;
+    }
     w->pools = calloc(w->cfg->nhomeservers, sizeof(*w->pools));
     if (w->pools == NULL)
         return CH_ENOMEM;

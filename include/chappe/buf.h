@@ -49,6 +49,12 @@ static inline struct slice buf_slice(const struct buf *b)
     return (struct slice){b->base ? buf_data(b) : "", b->len};
 }
 
+/* A slice over a C string (not copied). */
+static inline struct slice slice_from_str(const char *s)
+{
+    return (struct slice){s, strlen(s)};
+}
+
 /* Make room for at least n bytes after the data. 0 or CH_ENOMEM. */
 int buf_reserve(struct buf *b, size_t n);
 /* Account for n bytes written at buf_tail() after a reserve. */

@@ -27,7 +27,9 @@ struct cfg_listener {
     enum listener_type type;
     struct cfg_addr *binds;
     size_t nbinds;
-    bool tls; /* default: true for federation, false otherwise */
+    bool tls;         /* default: true for federation, false otherwise */
+    char *token_path; /* admin only: a file holding the bearer token that lets
+                         non-loopback peers in; NULL: loopback peers only */
 };
 
 struct cfg_cert {
@@ -174,9 +176,17 @@ struct config {
     size_t npinned_keys;
     struct cfg_notary *trusted_key_servers;
     size_t ntrusted_key_servers;
-    /* storage (store.h): the one LMDB environment; the queue's own keys come with the queue */
+    /* storage (store.h) and the outbound transaction queue (queue.h, sender.h) */
     struct {
-        char *path; /* default "var/queue" (DESIGN.md: queue.path) */
+        char *path;                         /* default "var/queue" (DESIGN.md: queue.path) */
+        uint64_t max_bytes;                 /* default 1GiB: every queued transaction */
+        uint64_t max_bytes_per_destination; /* default min(256MiB, max_bytes) */
+        uint64_t map_size;       /* default max_bytes + max_bytes/4 + 64MiB: the LMDB map */
+        uint64_t max_age_ms;     /* default 7d: older undelivered transactions go to dead */
+        uint64_t max_in_flight;  /* default 64: deliveries at once, all destinations */
+        uint64_t retry_min_ms;   /* default 5s: the first backoff */
+        double retry_multiplier; /* default 2 */
+        uint64_t retry_max_ms;   /* default 1h */
     } queue;
     unsigned workers;         /* event-loop threads, 1..64; default (absent): number of cores */
     char *access_log;         /* "-" (stdout, default), "off", or a file path */

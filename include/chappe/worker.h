@@ -11,6 +11,7 @@
 
 #include "chappe/config.h"
 #include "chappe/keyfetch.h"
+#include "chappe/store.h"
 #include "chappe/tls.h"
 
 struct client;
@@ -18,6 +19,7 @@ struct conn;
 struct dns;
 struct egress_secrets;
 struct resolve;
+struct sender;
 struct keys_own;
 struct store;
 struct upstream_pool;
@@ -54,7 +56,10 @@ struct worker {
     const struct keys_own *keys; /* the relay's signing keys, read-only */
     struct trust *trust;         /* names, addresses, pins, notaries: swapped on SIGHUP */
     struct store *store;         /* the LMDB environment: read transactions on this loop */
-    struct keyfetch *keyfetch;   /* where unknown keys are asked for */
+    struct store_port sport;     /* and where this loop's writes come back */
+    bool sport_open;
+    struct sender *sender;     /* the queue's delivery thread (NULL without one) */
+    struct keyfetch *keyfetch; /* where unknown keys are asked for */
     const struct egress_secrets *egress_secrets; /* the homeservers' egress secrets */
     struct dns *dns; /* the outbound stack of the egress (NULL without one) */
     struct client *cl;

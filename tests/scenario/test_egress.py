@@ -149,7 +149,7 @@ def test_chunked_both_ways(egress, remote):
     """A chunked request body reaches the destination whole, with a Content-Length; a chunked
     answer reaches the homeserver with its bytes unchanged."""
     rs = remote()
-    path = "/_matrix/federation/v1/send/chunky"
+    path = "/_matrix/federation/v2/invite/%21r:hs.localhost/chunky"
     body = txn_body(5000, seed=3)
     answer = canonical({"pdus": {"$%d" % i: {} for i in range(40)}})
     rs.answers[path] = (200, answer, [("Transfer-Encoding", "chunked")])
@@ -170,7 +170,7 @@ def test_chunked_both_ways(egress, remote):
 
 def test_large_body_and_over_the_limit(egress, remote):
     rs = remote()
-    path = "/_matrix/federation/v1/send/big"
+    path = "/_matrix/federation/v2/invite/%21r:hs.localhost/big"
     ch, port = egress()
     body = txn_body(1_000_000, seed=7)  # under the 1 MiB max_body_bytes of the test limits
     with Conn.plain(port) as c:
@@ -188,7 +188,7 @@ def test_large_body_and_over_the_limit(egress, remote):
 
 def test_expect_100_continue(egress, remote):
     rs = remote()
-    path = "/_matrix/federation/v1/send/t100"
+    path = "/_matrix/federation/v2/invite/%21r:hs.localhost/t100"
     body = canonical({"edus": [], "pdus": []})
     ch, port = egress()
     with Conn.plain(port) as c:
@@ -263,7 +263,7 @@ def test_refusal_with_a_body_closes(egress, remote):
     ch, port = egress()
     smuggled = build_request("GET", target(rs, KEY), headers=[auth()])
     with Conn.plain(port) as c:
-        c.send(build_request("PUT", target(rs, "/_matrix/federation/v1/send/s"),
+        c.send(build_request("PUT", target(rs, "/_matrix/federation/v2/invite/%21r:hs.localhost/s"),
                              headers=[auth("wrong-secret-0123456789")], body=smuggled))
         r = c.read_response()
         assert r.status == 401, r

@@ -139,7 +139,7 @@ def test_signed_transaction_goes_on_unchanged(egress, remote):
     ch, port = egress()
     body = encode_canonical_json({"origin": "hs.localhost", "origin_server_ts": 1, "pdus": [],
                                   "edus": [{"edu_type": "m.typing", "content": {}}]})
-    path = "/_matrix/federation/v1/send/t1"
+    path = "/_matrix/federation/v2/invite/%21r:hs.localhost/t1"
     auth = xmatrix("PUT", path, body, origin="hs.localhost", destination=rs.name,
                    key=REMOTE_KEY)
     r = request(port, "PUT matrix-federation://%s%s HTTP/1.1" % (rs.name, path),

@@ -759,10 +759,11 @@ static void load_listeners(struct ctx *c, struct config *cfg, yaml_node_t *seq,
         l->tls = l->type == LISTENER_FEDERATION;
         if (f[2].val != NULL && !want_bool(c, f[2].val, join_key(key, where, "tls"), &l->tls))
             continue;
-        if (l->type == LISTENER_EGRESS && l->tls) {
-            /* the homeservers' side: plain HTTP on an address only they reach */
-            problem_node(c, f[2].val, "%s: an egress listener is plain HTTP (tls: false)",
-                         join_key(key, where, "tls"));
+        if ((l->type == LISTENER_EGRESS || l->type == LISTENER_ADMIN) && l->tls) {
+            /* the homeservers' side, the operators' side: plain HTTP on an address only they
+             * reach */
+            problem_node(c, f[2].val, "%s: an %s listener is plain HTTP (tls: false)",
+                         join_key(key, where, "tls"), config_listener_type_name(l->type));
             continue;
         }
         if (type_ok && l->tls) {
@@ -1452,14 +1453,15 @@ static void load_retry(struct ctx *c, struct config *cfg, yaml_node_t *n)
 
 static void load_queue(struct ctx *c, struct config *cfg, yaml_node_t *n)
 {
-    enum { Q_PATH, Q_MAX, Q_PERDEST, Q_MAP, Q_AGE, Q_INFLIGHT, Q_RETRY };
+    enum { Q_PATH, Q_MAX, Q_PERDEST, Q_MAP, Q_AGE, Q_INFLIGHT, Q_RETRY, Q_GROUP };
     struct field f[] = {[Q_PATH] = {"path"},
                         [Q_MAX] = {"max_bytes"},
                         [Q_PERDEST] = {"max_bytes_per_destination"},
                         [Q_MAP] = {"map_size"},
                         [Q_AGE] = {"max_age"},
                         [Q_INFLIGHT] = {"max_in_flight"},
-                        [Q_RETRY] = {"retry"}};
+                        [Q_RETRY] = {"retry"},
+                        [Q_GROUP] = {"group_commit"}};
     const char *s = "var/queue";
     bool perdest_set = false, map_set = false;
     cfg->queue.max_bytes = 1ull << 30;
@@ -1468,6 +1470,7 @@ static void load_queue(struct ctx *c, struct config *cfg, yaml_node_t *n)
     cfg->queue.retry_min_ms = 5000;
     cfg->queue.retry_multiplier = 2.0;
     cfg->queue.retry_max_ms = 3600000;
+    cfg->queue.group_commit = true;
     if (n != NULL && walk_map(c, n, "queue", f, ARRAY_LEN(f))) {
         if (f[Q_PATH].val != NULL)
             s = want_string(c, f[Q_PATH].val, "queue.path");
@@ -1486,6 +1489,8 @@ static void load_queue(struct ctx *c, struct config *cfg, yaml_node_t *n)
                       &cfg->queue.max_in_flight);
         if (f[Q_RETRY].val)
             load_retry(c, cfg, f[Q_RETRY].val);
+        if (f[Q_GROUP].val)
+            want_bool(c, f[Q_GROUP].val, "queue.group_commit", &cfg->queue.group_commit);
         if (perdest_set && cfg->queue.max_bytes_per_destination > cfg->queue.max_bytes)
             problem_node(c, f[Q_PERDEST].val,
                          "queue.max_bytes_per_destination: must not be above queue.max_bytes");
@@ -2096,6 +2101,7 @@ void config_print(const struct config *cfg, FILE *f)
         fprintf(f, "    multiplier: %g\n", cfg->queue.retry_multiplier);
         util_format_duration_ms(cfg->queue.retry_max_ms, v, sizeof(v));
         fprintf(f, "    max: %s\n", v);
+        fprintf(f, "  group_commit: %s\n", cfg->queue.group_commit ? "true" : "false");
     }
     fprintf(f, "pinned_keys:%s\n", cfg->npinned_keys ? "" : " {}");
     for (size_t i = 0; i < cfg->npinned_keys; i++) {

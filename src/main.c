@@ -1247,6 +1247,11 @@ static int cmd_run(int argc, char **argv)
         }
         buf_free(&err);
     }
+    if (!cfg->queue.group_commit) {
+        store_set_group_commit(store, false);
+        log_warn("queue.group_commit is off: one durable commit per transaction (for "
+                 "benchmarks; it costs throughput)");
+    }
     if (has_listener(cfg, LISTENER_EGRESS)) {
         struct buf err = BUF_INIT;
         if (sender_start(cfg, trust, store, &rt.sender, &err) < 0) {

@@ -65,6 +65,7 @@ struct store {
     pthread_cond_t wake;           /* signalled on submission and on close */
     struct store_req *head, *tail; /* under lock: submitted, not yet taken by the writer */
     bool stopping;                 /* under lock */
+    bool one_per_commit;           /* under lock: no group commit (store_set_group_commit) */
     struct store_stats stats;      /* under lock */
 };
 
@@ -633,7 +634,12 @@ static void *writer_main(void *arg)
         if (s->head == NULL)
             break; /* stopping, and every submitted batch has run */
         struct store_req *list = s->head;
-        s->head = s->tail = NULL;
+        if (s->one_per_commit && list->next != NULL) {
+            s->head = list->next;
+            list->next = NULL;
+        } else {
+            s->head = s->tail = NULL;
+        }
         pthread_mutex_unlock(&s->lock);
 
         struct store_stats delta = {0};
@@ -654,6 +660,13 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
+}
+
+void store_set_group_commit(struct store *s, bool on)
+{
+    pthread_mutex_lock(&s->lock);
+    s->one_per_commit = !on;
+    pthread_mutex_unlock(&s->lock);
 }
 
 int store_submit(struct store *s, struct store_port *port, store_write_fn fn, store_done_fn done,

@@ -187,6 +187,7 @@ struct config {
         uint64_t retry_min_ms;   /* default 5s: the first backoff */
         double retry_multiplier; /* default 2 */
         uint64_t retry_max_ms;   /* default 1h */
+        bool group_commit; /* default true; false: one durable commit per write (benchmarks) */
     } queue;
     unsigned workers;         /* event-loop threads, 1..64; default (absent): number of cores */
     char *access_log;         /* "-" (stdout, default), "off", or a file path */

@@ -162,6 +162,10 @@ void store_port_close(struct store_port *p, void (*on_closed)(struct store_port 
 int store_submit(struct store *s, struct store_port *port, store_write_fn fn, store_done_fn done,
                  void *ud);
 
+/* Group commit on (the default) or off: one durable commit per request, for comparing the two
+ * (queue.group_commit: false). Any thread. */
+void store_set_group_commit(struct store *s, bool on);
+
 /*
  * Run fn in a write transaction of its own on the calling thread and commit
  * it durably (for CLI tools and start-up). It blocks on the disk and on the

@@ -332,6 +332,55 @@ static void test_defaults(void **state)
     config_free(cfg);
 }
 
+static void round_trip(const char *yaml);
+
+/* queue: the defaults, each key, and the errors (issue 6). */
+static void test_queue_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(MINIMAL);
+    assert_string_equal(cfg->queue.path, "var/queue");
+    assert_int_equal(cfg->queue.max_bytes, 1ull << 30);
+    assert_int_equal(cfg->queue.max_bytes_per_destination, 256ull << 20);
+    assert_int_equal(cfg->queue.map_size, (1ull << 30) + (256ull << 20) + (64ull << 20));
+    assert_int_equal(cfg->queue.max_age_ms, 7ull * 86400000);
+    assert_int_equal(cfg->queue.max_in_flight, 64);
+    assert_int_equal(cfg->queue.retry_min_ms, 5000);
+    assert_true(cfg->queue.retry_multiplier == 2.0);
+    assert_int_equal(cfg->queue.retry_max_ms, 3600000);
+    assert_true(cfg->queue.group_commit);
+    config_free(cfg);
+
+    cfg = load_ok(MINIMAL "queue:\n  path: /tmp/q\n  max_bytes: 100MiB\n  map_size: 1GiB\n"
+                          "  max_age: 2d\n  max_in_flight: 8\n  group_commit: false\n"
+                          "  retry: {min: 200ms, multiplier: 1.5, max: 10s}\n");
+    assert_string_equal(cfg->queue.path, "/tmp/q");
+    assert_int_equal(cfg->queue.max_bytes, 100ull << 20);
+    assert_int_equal(cfg->queue.max_bytes_per_destination, 100ull << 20); /* capped */
+    assert_int_equal(cfg->queue.map_size, 1ull << 30);
+    assert_int_equal(cfg->queue.max_age_ms, 2ull * 86400000);
+    assert_int_equal(cfg->queue.max_in_flight, 8);
+    assert_int_equal(cfg->queue.retry_min_ms, 200);
+    assert_true(cfg->queue.retry_multiplier == 1.5);
+    assert_int_equal(cfg->queue.retry_max_ms, 10000);
+    assert_false(cfg->queue.group_commit);
+    config_free(cfg);
+    round_trip(MINIMAL "queue: {max_bytes: 10MiB, retry: {multiplier: 3}}\n");
+
+    expect_errors(MINIMAL "queue:\n  max_bytes: 1KiB\n",
+                  "11:14: queue.max_bytes: must be between 64KiB and 16TiB, got '1KiB'\n");
+    expect_errors(MINIMAL "queue:\n  max_bytes: 1MiB\n  max_bytes_per_destination: 2MiB\n",
+                  "12:30: queue.max_bytes_per_destination: must not be above queue.max_bytes\n");
+    expect_errors(MINIMAL "queue:\n  retry: {multiplier: 0.5}\n",
+                  "11:23: queue.retry.multiplier: expected a number from 1 to 100, got '0.5'\n");
+    expect_errors(MINIMAL "queue:\n  retry: {min: 10s, max: 1s}\n",
+                  "11:26: queue.retry.max: must not be below queue.retry.min\n");
+    expect_errors(MINIMAL "queue:\n  max_in_flight: 0\n",
+                  "11:18: queue.max_in_flight: must be between 1 and 10000, got '0'\n");
+    expect_errors(MINIMAL "queue:\n  retry: {jitter: 1}\n",
+                  "11:11: unknown key 'jitter' in queue.retry\n");
+}
+
 static char *print_to_string(const struct config *cfg)
 {
     char *text = NULL;
@@ -628,7 +677,7 @@ static void test_multiple_errors(void **state)
     expect_errors("workers: 0\n"
                   "log_level: loud\n"
                   "listeners:\n"
-                  "  - type: admin\n"
+                  "  - type: client\n"
                   "    bind: [\"127.0.0.1\", \"[::1]:8448\"]\n"
                   "  - type: federation\n"
                   "    bind: 10.0.0.1:99999\n"
@@ -642,7 +691,7 @@ static void test_multiple_errors(void **state)
                   "1:1: missing required key 'server_name'\n"
                   "1:10: workers: must be between 1 and 64, got '0'\n"
                   "2:12: log_level: expected one of error, warn, info, debug, got 'loud'\n"
-                  "4:11: listeners[0].type: listener type 'admin' is not supported by this "
+                  "4:11: listeners[0].type: listener type 'client' is not supported by this "
                   "version of chappe\n"
                   "5:12: listeners[0].bind[0]: invalid address '127.0.0.1': missing :PORT\n"
                   "6:5: listeners[1]: listener uses TLS but tls.certificates is empty\n"
@@ -683,7 +732,7 @@ static void test_too_many_errors(void **state)
 static void test_listener_types(void **state)
 {
     (void)state;
-    static const char *unsupported[] = {"admin", "client"};
+    static const char *unsupported[] = {"client"};
     for (size_t i = 0; i < ARRAY_LEN(unsupported); i++) {
         char yaml[512], want[256];
         snprintf(yaml, sizeof(yaml), HEAD "listeners: [{type: %s, bind: 127.0.0.1:1}]\n" CERTS HS,
@@ -696,10 +745,10 @@ static void test_listener_types(void **state)
     }
     expect_errors(HEAD "listeners: [{type: Federation, bind: 127.0.0.1:1}]\n" CERTS HS,
                   "2:20: listeners[0].type: unknown listener type 'Federation' (this version "
-                  "supports: federation, egress)\n");
+                  "supports: federation, egress, admin)\n");
     expect_errors(HEAD "listeners: [{type: 1, bind: 127.0.0.1:1}]\n" CERTS HS,
                   "2:20: listeners[0].type: unknown listener type '1' (this version supports: "
-                  "federation, egress)\n");
+                  "federation, egress, admin)\n");
     /* an egress listener: plain HTTP by default, and only */
     char path[64];
     struct buf errors = BUF_INIT;
@@ -713,6 +762,16 @@ static void test_listener_types(void **state)
     cfg = NULL;
     expect_errors(HEAD "listeners: [{type: egress, bind: 127.0.0.1:1, tls: true}]\n" CERTS HS,
                   "2:52: listeners[0].tls: an egress listener is plain HTTP (tls: false)\n");
+    /* an admin listener: plain HTTP too; a token file only there */
+    cfg = load_ok(HEAD "listeners: [{type: admin, bind: 127.0.0.1:1, token_path: t}]\n" HS);
+    assert_int_equal(cfg->listeners[0].type, LISTENER_ADMIN);
+    assert_false(cfg->listeners[0].tls);
+    assert_string_equal(cfg->listeners[0].token_path, "t");
+    config_free(cfg);
+    expect_errors(HEAD "listeners: [{type: admin, bind: 127.0.0.1:1, tls: true}]\n" CERTS HS,
+                  "2:51: listeners[0].tls: an admin listener is plain HTTP (tls: false)\n");
+    expect_errors(HEAD "listeners: [{type: egress, bind: 127.0.0.1:1, token_path: t}]\n" HS,
+                  "2:59: listeners[0].token_path: only an admin listener takes a token\n");
     buf_free(&errors);
     assert_string_equal(config_listener_type_name(LISTENER_EGRESS), "egress");
     assert_string_equal(config_listener_type_name(LISTENER_ADMIN), "admin");
@@ -1071,8 +1130,8 @@ static void test_policy_keys(void **state)
     assert_string_equal(cfg->queue.path, "/srv/chappe/store");
     config_free(cfg);
     expect_errors(MINIMAL "federation_domain_whitelist: any\nsovereign_ranges: any\n"
-                          "queue: {path: x, max_bytes: 1GiB}\n",
-                  "12:18: unknown key 'max_bytes' in queue\n");
+                          "queue: {path: x, max_size: 1GiB}\n",
+                  "12:18: unknown key 'max_size' in queue\n");
 
     expect_errors(MINIMAL "federation_domain_whitelist: []\nsovereign_ranges: any\n",
                   "10:30: federation_domain_whitelist: must not be empty (list the servers to "
@@ -1176,6 +1235,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_queue_keys),
         cmocka_unit_test(test_print_round_trip),
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_wrong_types),

@@ -574,6 +574,41 @@ static void test_group_commit_two_loops(void **state)
     free(t);
 }
 
+/* queue.group_commit: false: the requests waiting together still get one commit each. */
+static void test_group_commit_off(void **state)
+{
+    struct fix *f = *state;
+    struct store *s;
+    assert_int_equal(store_open(f->path, 16u << 20, 0, &s, &f->err), 0);
+    store_set_group_commit(s, false);
+    struct lctx m;
+    assert_int_equal(lctx_init(&m), 0);
+    struct gate g = {0};
+    gate_start(s, &m, &g);
+    struct wreq w[5];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 5; i++) {
+        w[i].l = &m;
+        snprintf(w[i].key, sizeof(w[i].key), "k%d", i);
+        assert_int_equal(store_submit(s, &m.port, put_fn, wreq_done, &w[i]), 0);
+    }
+    atomic_store(&g.open, 1);
+    assert_true(lctx_wait(&m, &m.ndone, 6));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(w[i].rc, 0);
+        assert_int_equal(w[i].order, i + 1);
+    }
+    struct store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.batches, 6); /* the gate, then each put alone */
+    assert_int_equal(st.max_batch, 1);
+    assert_int_equal(st.requests, 6);
+    assert_int_equal(lctx_fini(&m), 0);
+    char out[8];
+    assert_string_equal(get_value(s, "k4", out, sizeof(out)), "k4");
+    store_close(s);
+}
+
 /* put "r4-own", then a second put that collides with r0's key. */
 static int collide_fn(MDB_txn *txn, struct store *s, void *ud)
 {
@@ -1035,6 +1070,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_big_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_close_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

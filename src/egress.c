@@ -132,6 +132,13 @@ struct egress {
     struct buf body;    /* the request body, kept whole */
     struct buf headers; /* the header lines sent on */
     struct egress_target t;
+    struct server_name dest; /* the server the request is for: checked, then sent to */
+    bool has_dest;
+    /* inside a CONNECT tunnel (intercepted TLS): origin-form requests, for the homeserver that
+     * authenticated the CONNECT, to the authority it asked for */
+    bool tunnel;
+    int tunnel_homeserver;
+    struct server_name tunnel_target;
     char *path; /* t.path, NUL-terminated */
     char method[32];
     struct trust *trust; /* the snapshot this exchange started with */
@@ -179,9 +186,17 @@ static void access_log(struct egress *e)
         buf_append_str(&b, ",\"origin\":");
         http_append_json_string(&b, hs, strlen(hs));
     }
-    if (e->t.kind != EGRESS_NONE) {
+    if (e->has_dest) {
         buf_append_str(&b, ",\"destination\":");
+        http_append_json_string(&b, e->dest.name, strlen(e->dest.name));
+    } else if (e->t.kind != EGRESS_NONE) {
+        buf_append_str(&b, ",\"target\":");
         http_append_json_string(&b, e->t.dest.name, strlen(e->t.dest.name));
+    }
+    if (e->t.kind != EGRESS_NONE) {
+        const char *k = e->tunnel ? "tunnel" : egress_kind_name(e->t.kind);
+        buf_append_str(&b, ",\"form\":");
+        http_append_json_string(&b, k, strlen(k));
     }
     buf_append_str(&b, ",\"method\":");
     http_append_json_string(&b, m->method.base ? m->method.base : "", m->method.len);
@@ -205,10 +220,12 @@ static void reset_exchange(struct egress *e)
     free(e->path);
     e->path = NULL;
     memset(&e->t, 0, sizeof(e->t));
+    memset(&e->dest, 0, sizeof(e->dest));
+    e->has_dest = false;
     trust_unref(e->trust);
     e->trust = NULL;
     e->status = 0;
-    e->homeserver = -1;
+    e->homeserver = e->tunnel ? e->tunnel_homeserver : -1;
     e->chunked_out = e->resp_started = e->close_after = e->req_done = false;
     e->error[0] = '\0';
 }
@@ -317,18 +334,18 @@ static void rs_error(void *ud, int err, const char *why, bool sent)
     (void)sent;
     e->rq = NULL;
     if (e->resp_started) {
-        snprintf(e->error, sizeof(e->error), "%s: %.120s", e->t.dest.name, why);
+        snprintf(e->error, sizeof(e->error), "%s: %.120s", e->dest.name, why);
         access_log(e);
         e->state = EG_CLOSED;
         conn_close(&e->c);
         return;
     }
     if (err == CH_EPERM)
-        reply_error(e, 403, "M_FORBIDDEN", false, "%s may not be reached: %s", e->t.dest.name, why);
+        reply_error(e, 403, "M_FORBIDDEN", false, "%s may not be reached: %s", e->dest.name, why);
     else if (err == CH_ETIMEOUT)
-        reply_error(e, 504, "M_UNKNOWN", false, "%s timed out: %s", e->t.dest.name, why);
+        reply_error(e, 504, "M_UNKNOWN", false, "%s timed out: %s", e->dest.name, why);
     else
-        reply_error(e, 502, "M_UNKNOWN", false, "%s unreachable: %s", e->t.dest.name, why);
+        reply_error(e, 502, "M_UNKNOWN", false, "%s unreachable: %s", e->dest.name, why);
 }
 
 static const struct client_handler rs_handler = {
@@ -381,7 +398,7 @@ static void forward(struct egress *e)
     if (req.body == NULL && !slice_eq_str(e->hp.msg.method, "GET") &&
         !slice_eq_str(e->hp.msg.method, "HEAD") && !slice_eq_str(e->hp.msg.method, "DELETE"))
         req.body = ""; /* a PUT or POST without content still says Content-Length: 0 */
-    e->rq = resolve_request(w->res, e->t.dest.name, &req, &rs_handler, NULL, e);
+    e->rq = resolve_request(w->res, e->dest.name, &req, &rs_handler, NULL, e);
     if (e->rq == NULL)
         reply_error(e, 500, "M_UNKNOWN", false, "out of memory");
 }
@@ -503,12 +520,7 @@ static int check_txn(struct egress *e, struct slice txn_id, const struct http_fi
                     "the transaction is signed by %s, not by homeserver %s", x.origin, hs);
         return CH_EPERM;
     }
-    if (x.has_destination && strcmp(x.destination, e->t.dest.name) != 0) {
-        reply_error(e, 401, "M_UNAUTHORIZED", false,
-                    "the transaction is signed for %s but sent to %s", x.destination,
-                    e->t.dest.name);
-        return CH_EPERM;
-    }
+    /* (its destination was matched against the one it is sent to by choose_destination) */
     struct buf err = BUF_INIT;
     json_t *body = NULL;
     int rc = cjson_parse(buf_data(&e->body), e->body.len, &body, &err);
@@ -558,7 +570,7 @@ static void enqueue(struct egress *e, struct slice txn_id)
     const char *hs = w->cfg->homeservers[e->homeserver].server_name;
     size_t off[7];
     int rc = put_field(p, slice_from_str(hs), &off[0]);
-    rc = rc ? rc : put_field(p, slice_from_str(e->t.dest.name), &off[1]);
+    rc = rc ? rc : put_field(p, slice_from_str(e->dest.name), &off[1]);
     rc = rc ? rc : put_field(p, txn_id, &off[2]);
     rc = rc ? rc : put_field(p, slice_from_str("PUT"), &off[3]);
     rc = rc ? rc : put_field(p, slice_from_str(e->path), &off[4]);
@@ -614,6 +626,67 @@ static int authenticate(struct egress *e, const struct http_msg *m)
 /* Sentinel: the request was answered here; stop parsing. */
 #define HANDLED CH_EPERM
 
+/*
+ * The server the request is for. matrix-federation://: the authority, a
+ * server name (chappe does the discovery). https:// and tunnels: the
+ * authority is whatever host the homeserver's own discovery found (a
+ * delegated host, port 443 for .well-known), so a signed request is for its
+ * X-Matrix destination, and goes there through chappe's own discovery; an
+ * unsigned one (.well-known, a key document) is for the host and port as
+ * given. A request signed for another server than it is sent to is refused:
+ * what is checked is what is sent.
+ */
+static int choose_destination(struct egress *e, const struct http_msg *m, bool has_body)
+{
+    const char *why = NULL;
+    struct xmatrix x;
+    const struct http_field *a = http_msg_field(m, "authorization");
+    bool signed_for = false;
+    if (a != NULL && a->value.len >= 9 && strncasecmp(a->value.base, "X-Matrix ", 9) == 0) {
+        if (xmatrix_parse(a->value.base, a->value.len, &x, &why) < 0) {
+            reply_error(e, 401, "M_UNAUTHORIZED", has_body, "bad X-Matrix Authorization: %s", why);
+            return CH_EPERM;
+        }
+        signed_for = x.has_destination;
+    }
+    if (e->t.kind == EGRESS_MATRIX_FEDERATION) {
+        e->dest = e->t.dest;
+    } else if (signed_for) {
+        if (server_name_parse(x.destination, strlen(x.destination), &e->dest, &why) != 0) {
+            reply_error(e, 401, "M_UNAUTHORIZED", has_body,
+                        "the X-Matrix destination is not a server name: %s", why);
+            return CH_EPERM;
+        }
+    } else {
+        char name[SERVER_NAME_MAX + 16];
+        const struct server_name *h = &e->t.dest;
+        unsigned port = h->port ? h->port : 443;
+        snprintf(name, sizeof(name), h->type == SERVER_HOST_IPV6 ? "[%s]:%u" : "%s:%u", h->host,
+                 port);
+        if (server_name_parse(name, strlen(name), &e->dest, &why) != 0) {
+            reply_error(e, 400, "M_UNRECOGNIZED", has_body, "bad destination %s: %s", name, why);
+            return CH_EINVAL;
+        }
+    }
+    e->has_dest = true;
+    if (signed_for && strcmp(x.destination, e->dest.name) != 0) {
+        reply_error(e, 401, "M_UNAUTHORIZED", has_body,
+                    "the request is signed for %s but sent to %s", x.destination, e->dest.name);
+        return CH_EPERM;
+    }
+    return 0;
+}
+
+/* CONNECT host:port: not yet. */
+static int start_tunnel(struct egress *e, const struct http_msg *m)
+{
+    bool has_body = m->chunked || m->content_length > 0;
+    reply_error(e, 501, "M_UNRECOGNIZED", has_body,
+                "CONNECT requests are not supported by this version of chappe (use "
+                "matrix-federation://)");
+    return HANDLED;
+}
+
 static int req_head(void *ud, struct http_msg *m)
 {
     struct egress *e = ud;
@@ -622,7 +695,8 @@ static int req_head(void *ud, struct http_msg *m)
     bool has_body = m->chunked || m->content_length > 0;
     e->trust = e->c.w->trust;
     trust_ref(e->trust);
-    if (http_msg_validate_proxy_request(m, &why) < 0) {
+    if ((e->tunnel ? http_msg_validate_request(m, &why)
+                   : http_msg_validate_proxy_request(m, &why)) < 0) {
         reply_error(e, 400, "M_UNKNOWN", true, "bad request: %s", why ? why : "invalid");
         return HANDLED;
     }
@@ -632,28 +706,37 @@ static int req_head(void *ud, struct http_msg *m)
                     m->content_length, lim->max_body_bytes);
         return HANDLED;
     }
-    if (authenticate(e, m) < 0)
-        return HANDLED;
-    if (egress_target_parse(m->method.base, m->method.len, m->target.base, m->target.len, &e->t,
-                            &why) < 0) {
-        reply_error(e, 400, "M_UNRECOGNIZED", has_body, "bad request-target: %s", why);
-        return HANDLED;
+    if (e->tunnel) {
+        /* inside an intercepted CONNECT: origin-form, the homeserver already authenticated */
+        if (m->target.len == 0 || m->target.base[0] != '/') {
+            reply_error(e, 400, "M_UNRECOGNIZED", true,
+                        "inside a tunnel a request-target is a path (origin-form)");
+            return HANDLED;
+        }
+        e->t.kind = EGRESS_HTTPS;
+        e->t.dest = e->tunnel_target;
+        e->t.path = m->target;
+    } else {
+        if (authenticate(e, m) < 0)
+            return HANDLED;
+        if (egress_target_parse(m->method.base, m->method.len, m->target.base, m->target.len, &e->t,
+                                &why) < 0) {
+            reply_error(e, 400, "M_UNRECOGNIZED", has_body, "bad request-target: %s", why);
+            return HANDLED;
+        }
+        if (e->t.kind == EGRESS_CONNECT)
+            return start_tunnel(e, m);
     }
-    if (e->t.kind != EGRESS_MATRIX_FEDERATION) {
-        reply_error(e, 501, "M_UNRECOGNIZED", has_body,
-                    "%s requests are not supported by this version of chappe (use "
-                    "matrix-federation://)",
-                    egress_kind_name(e->t.kind));
+    if (choose_destination(e, m, has_body) < 0)
         return HANDLED;
-    }
     /* the destination's name first: a denied one costs no lookup and no connection */
-    struct policy_decision d = policy_check_name(e->trust->pol, &e->t.dest);
+    struct policy_decision d = policy_check_name(e->trust->pol, &e->dest);
     policy_count(POLICY_OUTBOUND, d.reason);
     if (!d.allow) {
-        log_info("egress %s: destination %s refused: %s", e->c.peer, e->t.dest.name,
+        log_info("egress %s: destination %s refused: %s", e->c.peer, e->dest.name,
                  policy_reason_code(d.reason));
         reply_error(e, 403, "M_FORBIDDEN", has_body, "destination %s may not be reached: %s",
-                    e->t.dest.name, policy_reason_code(d.reason));
+                    e->dest.name, policy_reason_code(d.reason));
         return HANDLED;
     }
     e->path = strndup(e->t.path.base, e->t.path.len);
@@ -727,7 +810,8 @@ static void process_loop(struct egress *e)
             e->t_start = util_mono_ms();
             reset_exchange(e);
             http_parser_init(&e->hp, HTTP_REQUEST, &req_cb, e);
-            http_parser_allow_proxy_targets(&e->hp);
+            if (!e->tunnel)
+                http_parser_allow_proxy_targets(&e->hp);
             conn_set_timer(c, lim->header_timeout_ms);
             /* fall through */
         case EG_HEAD: {

@@ -46,6 +46,7 @@ enum {
     K_F_BROKEN = 1 << 11,     /* must not be reused */
     K_F_TLS = 1 << 12,        /* k->tls is initialised (freed with the connection) */
     K_F_PROCESSING = 1 << 13, /* inside process(): a resume must not re-enter it */
+    K_F_PLAIN = 1 << 14,      /* plain HTTP (a local upstream): tls.in/out carry cleartext */
 };
 
 enum {
@@ -202,7 +203,7 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 static bool same_key(const struct client_target *a, const struct client_target *b)
 {
     return same_addr(&a->addr, &b->addr) && a->tls_ip_family == b->tls_ip_family &&
-           strcmp(a->tls_name, b->tls_name) == 0;
+           a->plain == b->plain && a->local == b->local && strcmp(a->tls_name, b->tls_name) == 0;
 }
 
 static unsigned fnv(unsigned h, const void *p, size_t n)
@@ -322,6 +323,10 @@ static void on_closed(uv_handle_t *h)
     struct client *c = k->c;
     if (k->flags & K_F_TLS)
         tls_conn_free(&k->tls);
+    if (k->flags & K_F_PLAIN) {
+        buf_free(&k->tls.in);
+        buf_free(&k->tls.out);
+    }
     buf_free(&k->rbuf);
     buf_free(&k->head);
     free(k);
@@ -346,7 +351,8 @@ static void conn_close(struct cconn *k, bool graceful)
         k->x->k = NULL;
         k->x = NULL;
     }
-    if (graceful && (k->flags & K_F_READY) && k->inflight == 0 && k->tls.out.len == 0) {
+    if (graceful && (k->flags & K_F_TLS) && (k->flags & K_F_READY) && k->inflight == 0 &&
+        k->tls.out.len == 0) {
         tls_conn_close_notify(&k->tls);
         uv_buf_t b = uv_buf_init(buf_data(&k->tls.out), (unsigned)k->tls.out.len);
         if (b.len > 0)
@@ -543,7 +549,8 @@ static void flush(struct cconn *k)
 static void write_request(struct cconn *k)
 {
     struct client_exchange *x = k->x;
-    int rc = tls_conn_write(&k->tls, buf_data(&x->req), x->req.len);
+    int rc = (k->flags & K_F_PLAIN) ? buf_append(&k->tls.out, buf_data(&x->req), x->req.len)
+                                    : tls_conn_write(&k->tls, buf_data(&x->req), x->req.len);
     if (rc < 0) {
         conn_failf(k, rc == CH_ENOMEM ? CH_ENOMEM : CH_ETLS, "TLS write to %s: %s", k->addr,
                    tls_conn_strerror(&k->tls));
@@ -787,7 +794,13 @@ static void decrypt(struct cconn *k)
     if (paused(k))
         return;
     size_t before = k->rbuf.len;
-    int rc = tls_conn_read(&k->tls, &k->rbuf);
+    int rc = 0;
+    if (k->flags & K_F_PLAIN) {
+        rc = buf_append(&k->rbuf, buf_data(&k->tls.in), k->tls.in.len);
+        buf_reset(&k->tls.in);
+    } else {
+        rc = tls_conn_read(&k->tls, &k->rbuf);
+    }
     flush(k); /* alerts */
     if (k->flags & K_F_CLOSING)
         return;
@@ -854,7 +867,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
         on_eof(k, (int)nread);
         return;
     }
-    if (tls_conn_feed(&k->tls, ub->base, (size_t)nread) < 0) {
+    if (((k->flags & K_F_PLAIN) ? buf_append(&k->tls.in, ub->base, (size_t)nread)
+                                : tls_conn_feed(&k->tls, ub->base, (size_t)nread)) < 0) {
         conn_fail(k, CH_ENOMEM, "out of memory");
         return;
     }
@@ -868,7 +882,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
 
 static void update_reading(struct cconn *k)
 {
-    bool want = (k->flags & K_F_TLS) && !(k->flags & (K_F_CONNECTING | K_F_CLOSING)) && !paused(k);
+    bool want = (k->flags & (K_F_TLS | K_F_PLAIN)) &&
+                !(k->flags & (K_F_CONNECTING | K_F_CLOSING)) && !paused(k);
     if (want && !(k->flags & K_F_READING)) {
         int rc = uv_read_start((uv_stream_t *)&k->tcp, alloc_cb, on_read);
         if (rc == 0)
@@ -923,6 +938,11 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&k->tcp, 1);
+    if (k->key.plain) {
+        k->flags |= K_F_PLAIN | K_F_READY;
+        start_exchange(k);
+        return;
+    }
     if (!tls_client_verifies(c->tls))
         log_warn("federation_verify_certificates is false: not verifying the certificate of %s "
                  "for %s",
@@ -1190,7 +1210,11 @@ struct client_exchange *client_send(struct client *c, const struct client_target
      */
     const struct sockaddr *sa = (const struct sockaddr *)&t->addr;
     struct policy_decision d = policy_check_addr(c->pol, sa);
-    if (!d.allow) {
+    if (t->plain && !t->local) {
+        defer_error(x, CH_EINVAL, "plain HTTP only to a local upstream");
+        return x;
+    }
+    if (!d.allow && !t->local) {
         char ip[INET6_ADDRSTRLEN];
         policy_count(POLICY_OUTBOUND, d.reason);
         c->stats.denied++;

@@ -923,6 +923,66 @@ void resolve_free(struct resolve *r)
     uv_close((uv_handle_t *)&r->deliver, resolve_closed);
 }
 
+/*
+ * A fronted homeserver, or the relay itself: the operator's own addresses, reached without
+ * discovery and without the address policy (an upstream is usually on loopback, which the
+ * default ip_range_blacklist holds). True when q was completed that way.
+ */
+static bool target_local(struct resolve_query *q)
+{
+    const struct config *cfg = q->r->cfg;
+    struct client_target *t = &q->res.targets[0];
+    memset(t, 0, sizeof(*t));
+    for (size_t i = 0; i < cfg->nhomeservers; i++) {
+        const struct cfg_homeserver *hs = &cfg->homeservers[i];
+        if (strcmp(hs->server_name, q->sn.name) != 0)
+            continue;
+        memcpy(&t->addr, &hs->upstream.addr, hs->upstream.addrlen);
+        t->addrlen = hs->upstream.addrlen;
+        snprintf(t->host, sizeof(t->host), "%s", hs->server_name);
+        snprintf(t->tls_name, sizeof(t->tls_name), "%s", hs->upstream.host);
+        t->local = t->plain = true;
+        q->res.ntargets = 1;
+        QTRACE(q, "name %s: a fronted homeserver: its upstream %s (local)", q->sn.name,
+               hs->upstream.url);
+        complete(q);
+        return true;
+    }
+    if (cfg->server_name == NULL || strcmp(cfg->server_name, q->sn.name) != 0)
+        return false;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct cfg_listener *l = &cfg->listeners[i];
+        if (l->type != LISTENER_FEDERATION || l->nbinds == 0)
+            continue;
+        memcpy(&t->addr, &l->binds[0].ss, l->binds[0].len);
+        t->addrlen = l->binds[0].len;
+        /* a wildcard bind is reached on loopback */
+        if (t->addr.ss_family == AF_INET) {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr;
+            if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
+                sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        } else {
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr;
+            if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
+                sin6->sin6_addr = in6addr_loopback;
+        }
+        snprintf(t->host, sizeof(t->host), "%s", q->sn.name);
+        snprintf(t->tls_name, sizeof(t->tls_name), "%s", q->sn.host);
+        if (q->sn.type != SERVER_HOST_DNS) {
+            t->tls_ip_family = q->sn.family;
+            memcpy(t->tls_ip, q->sn.addr, sizeof(t->tls_ip));
+        }
+        t->local = true;
+        t->plain = !l->tls;
+        q->res.ntargets = 1;
+        QTRACE(q, "name %s: the relay itself: its federation listener %s (local)", q->sn.name,
+               l->binds[0].text);
+        complete(q);
+        return true;
+    }
+    return false;
+}
+
 struct resolve_query *resolve_server(struct resolve *r, const char *server_name, resolve_cb cb,
                                      resolve_trace_fn fn, void *ud)
 {
@@ -945,6 +1005,8 @@ struct resolve_query *resolve_server(struct resolve *r, const char *server_name,
         complete(q);
         return q;
     }
+    if (target_local(q))
+        return q;
     /* the name first: a server that is not allowlisted costs no DNS query at all */
     struct policy_decision d = check_name(q, &q->sn);
     if (!d.allow) {

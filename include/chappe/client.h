@@ -29,6 +29,10 @@ struct client_target {
     char tls_name[SERVER_NAME_MAX + 1]; /* DNS name (sent as SNI) or IP literal text (no SNI) */
     int tls_ip_family;                  /* 0: tls_name is a DNS name; 4 or 6: an IP literal */
     uint8_t tls_ip[16];                 /* the IP literal's bytes when tls_ip_family != 0 */
+    /* A place the operator configured (a fronted homeserver's upstream, the relay's own
+     * federation listener): not subject to the address policy. */
+    bool local;
+    bool plain; /* http:// without TLS (a fronted homeserver's upstream; local only) */
 };
 
 /* "203.0.113.5:8448" or "[2001:db8::1]:8448"; returns out. cap >= 64 is enough. */

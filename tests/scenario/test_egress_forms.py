@@ -100,3 +100,71 @@ def test_signed_for_another_destination_is_refused(egress, remote):
                 headers=[("Authorization", 'X-Matrix origin="hs.localhost",key="ed25519:a"')])
     assert r.status == 401 and "X-Matrix" in r.json()["error"], r
     assert rs.received == [] and other.received == []
+
+
+# --- local destinations: the fronted homeservers and the relay itself --------------------------
+import os  # noqa: E402
+
+import harness  # noqa: E402
+from harness import make_config, run_cli  # noqa: E402
+from test_egress_proxy import SECRET  # noqa: E402
+
+
+def local_setup(certs, tmp_path, start_chappe, make_upstream, **extra):
+    """hs.localhost and hs2.localhost, each with its own upstream; only "localhost" allowlisted,
+    so the fronted homeservers are reachable only because they are local."""
+    up1, up2 = make_upstream(), make_upstream()
+    secrets = []
+    for name, text in (("hs", SECRET), ("hs2", "another-secret-of-hs2-0123")):
+        p = tmp_path / ("%s.secret" % name)
+        p.write_text(text + "\n")
+        os.chmod(p, 0o600)
+        secrets.append(str(p))
+    key = tmp_path / "relay.key"
+    r = run_cli(harness.debug_bin(), ["keygen", "-o", str(key)])
+    assert r.returncode == 0, r.stderr
+    cfg = make_config(certs, free_port(), None,
+                      [("hs.localhost", up1.url), ("hs2.localhost", up2.url)],
+                      extra=dict({"federation_domain_whitelist": ["localhost"],
+                                  "signing_key_path": str(key),
+                                  "federation_custom_ca_list": [str(certs.ca)]}, **extra))
+    for h, p in zip(cfg["homeservers"], secrets):
+        h["egress_secret_path"] = p
+    port = free_port()
+    cfg["listeners"].append({"type": "egress", "bind": ["127.0.0.1:%d" % port]})
+    return start_chappe(cfg), port, up1, up2
+
+
+def test_fronted_homeservers_reach_each_other_locally(certs, tmp_path, start_chappe,
+                                                      make_upstream):
+    """hs -> hs2 goes to hs2's upstream directly (no discovery, no allowlist entry needed), with
+    the same guarantees: a transaction is queued, then delivered with its signature."""
+    ch, port, up1, up2 = local_setup(certs, tmp_path, start_chappe, make_upstream)
+    path = "/_matrix/federation/v1/send/local-1"
+    body = canonical({"origin": "hs.localhost", "pdus": [], "edus": []})
+    sig = xmatrix("PUT", path, body, origin="hs.localhost", destination="hs2.localhost")
+    r = request(port, "PUT matrix-federation://hs2.localhost%s HTTP/1.1" % path,
+                headers=[sig, ("Content-Type", "application/json")], body=body)
+    assert r.status == 200 and r.body == b'{"pdus":{}}', r
+    assert wait_for(lambda: len(up2.requests) == 1), up2.requests
+    req = up2.requests[0]
+    assert (req.method, req.target, bytes(req.body)) == ("PUT", path, body)
+    assert req.header("Authorization") == sig[1] and req.header("Host") == "hs2.localhost"
+    # a synchronous request too: the upstream's answer comes back
+    q = "/_matrix/federation/v1/query/directory?room_alias=%23a%3Ahs2.localhost"
+    sig = xmatrix("GET", q, None, origin="hs.localhost", destination="hs2.localhost")
+    r = request(port, "GET matrix-federation://hs2.localhost%s HTTP/1.1" % q, headers=[sig])
+    assert r.status == 200 and r.json()["path"] == q, r
+    assert up1.requests == []  # nothing looped back to the sender
+
+
+def test_the_relay_itself_is_local(certs, tmp_path, start_chappe, make_upstream):
+    """A homeserver asking the relay's own key server (its notary) through the egress gets the
+    relay's key document, though relay.localhost is not allowlisted."""
+    ch, port, up1, up2 = local_setup(certs, tmp_path, start_chappe, make_upstream)
+    r = request(port, "GET matrix-federation://relay.localhost%s HTTP/1.1" % KEY)
+    assert r.status == 200, r
+    assert r.json()["server_name"] == "relay.localhost"
+    # and a server that is neither local nor allowlisted is still refused
+    r = request(port, "GET matrix-federation://elsewhere.localhost%s HTTP/1.1" % KEY)
+    assert r.status == 403, r

@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "chappe/b64.h"
 #include "chappe/cjson.h"
 #include "chappe/conn.h"
 #include "chappe/egress.h"
@@ -604,6 +605,31 @@ static void enqueue(struct egress *e, struct slice txn_id)
     e->put = p;
 }
 
+/*
+ * The homeserver whose secret a Proxy-Authorization value carries, or -1:
+ * "Bearer SECRET" (Synapse's outbound_federation_restricted_to workers), or
+ * "Basic base64(USER:SECRET)" (an https_proxy=http://USER:SECRET@host:port URL: Synapse's
+ * ProxyAgent sends the userinfo that way; the user name is not checked).
+ */
+static int match_credentials(const struct egress_secrets *sec, struct slice v)
+{
+    if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0)
+        return egress_secrets_match(sec, v.base + 7, v.len - 7);
+    if (v.len <= 6 || strncasecmp(v.base, "Basic ", 6) != 0 || v.len > SECRET_MAX * 2)
+        return -1;
+    struct buf dec = BUF_INIT;
+    int found = -1;
+    if (b64_decode(&dec, v.base + 6, v.len - 6) == 0) {
+        const char *colon = memchr(buf_data(&dec), ':', dec.len);
+        if (colon != NULL) {
+            size_t off = (size_t)(colon - buf_data(&dec)) + 1;
+            found = egress_secrets_match(sec, buf_data(&dec) + off, dec.len - off);
+        }
+    }
+    buf_free_secret(&dec);
+    return found;
+}
+
 /* Who is asking: the homeserver whose secret is in Proxy-Authorization. */
 static int authenticate(struct egress *e, const struct http_msg *m)
 {
@@ -613,9 +639,8 @@ static int authenticate(struct egress *e, const struct http_msg *m)
                     "the egress needs Proxy-Authorization: Bearer <egress secret>");
         return CH_EPERM;
     }
-    struct slice v = pa->value;
-    if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0 ||
-        (e->homeserver = egress_secrets_match(e->c.w->egress_secrets, v.base + 7, v.len - 7)) < 0) {
+    e->homeserver = match_credentials(e->c.w->egress_secrets, slice_trim_ows(pa->value));
+    if (e->homeserver < 0) {
         reply_error(e, 401, "M_UNAUTHORIZED", e->hp.msg.content_length > 0 || m->chunked,
                     "Proxy-Authorization is not a homeserver's egress secret");
         return CH_EPERM;

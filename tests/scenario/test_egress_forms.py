@@ -168,3 +168,22 @@ def test_the_relay_itself_is_local(certs, tmp_path, start_chappe, make_upstream)
     # and a server that is neither local nor allowlisted is still refused
     r = request(port, "GET matrix-federation://elsewhere.localhost%s HTTP/1.1" % KEY)
     assert r.status == 403, r
+
+
+def test_basic_credentials_as_an_https_proxy_url_sends_them(egress, remote):
+    """https_proxy=http://USER:SECRET@host:port: Synapse sends Proxy-Authorization: Basic
+    base64(USER:SECRET). The secret is the password; a wrong one, or a Basic value without a
+    colon, is 401."""
+    import base64
+    rs = remote()
+    ch, port = egress()
+    line = "GET https://%s%s HTTP/1.1" % (rs.name, KEY)
+
+    def basic(text):
+        return "Basic " + base64.b64encode(text.encode()).decode()
+    r = request(port, line, auth=basic("synapse:" + SECRET))
+    assert r.status == 200, r
+    for bad in (basic("synapse:wrong-secret-0123456789"), basic(SECRET), "Basic !!!"):
+        r = request(port, line, auth=bad)
+        assert r.status == 401 and r.json()["errcode"] == "M_UNAUTHORIZED", (bad, r)
+    assert rs.requests == [KEY]

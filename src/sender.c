@@ -173,8 +173,8 @@ static void outcome_done(void *ud, int rc)
             d->hold_until = util_mono_ms() + STORE_RETRY_MS;
         } else if (o->kind == OUT_RETRY) {
             set_backing_off(d, true);
-        } else {
-            set_backing_off(d, false);
+        } else if (o->kind != OUT_DEAD || o->status != 0) {
+            set_backing_off(d, false); /* it answered (an expiry says nothing about that) */
         }
     }
     free(o->resp);

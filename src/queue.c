@@ -825,6 +825,57 @@ int queue_head(struct store *s, const char *dest, struct queue_item *out, struct
     return store_err(rc);
 }
 
+static int walk_entries(MDB_cursor *c, struct slice name, struct buf *scratch, queue_entry_fn fn,
+                        void *ud)
+{
+    for (uint64_t from = 0;;) {
+        uint64_t seq;
+        MDB_val v;
+        int rc = first_from(c, name, from, &seq, &v);
+        if (rc != 0)
+            return rc == CH_ENOENT ? 0 : store_err(rc);
+        struct queue_item it;
+        int status = item_decode(v.mv_data, v.mv_size, &it) == 0 && slice_eq(it.destination, name)
+                         ? 0
+                         : CH_EPROTO;
+        if (status == 0) {
+            buf_reset(scratch);
+            if (item_keep(&it, scratch, false, NULL, 0) != 0)
+                return CH_ENOMEM;
+        } else {
+            memset(&it, 0, sizeof(it));
+        }
+        it.seq = seq;
+        rc = fn(ud, &it, status);
+        if (rc != 0 || seq == UINT64_MAX)
+            return rc;
+        from = seq + 1;
+    }
+}
+
+int queue_each_entry(struct store *s, const char *dest, queue_entry_fn fn, void *ud)
+{
+    struct slice name;
+    if (check_name(dest, &name) != 0)
+        return CH_EINVAL;
+    MDB_txn *txn;
+    MDB_cursor *c;
+    struct buf scratch = BUF_INIT;
+    int rc = store_read_begin(s, &txn);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_open(txn, store_dbi(s, STORE_DB_QUEUE), &c);
+    if (rc == 0) {
+        rc = walk_entries(c, name, &scratch, fn, ud);
+        mdb_cursor_close(c);
+    } else {
+        rc = store_err(rc);
+    }
+    mdb_txn_abort(txn);
+    buf_free(&scratch);
+    return rc;
+}
+
 /* Fill d->oldest_first_seen_ms from the head's record (0 when empty or unreadable). */
 static void dest_oldest(MDB_txn *txn, const struct store *s, struct queue_dest *d)
 {

@@ -227,6 +227,20 @@ typedef int (*queue_dead_fn)(void *ud, const struct queue_dead *d, int status);
 int queue_each_dead(struct store *s, queue_dead_fn fn, void *ud);
 
 /*
+ * Called for each entry of one destination, in FIFO order. status 0: it is
+ * complete but for it->body: base NULL, len its size; the strings are valid
+ * during the call only. CH_EPROTO: the record is malformed, only it->seq is
+ * meaningful. Return 0 to go on, anything else to stop. Runs inside a read
+ * transaction: be quick, do not write.
+ */
+typedef int (*queue_entry_fn)(void *ud, const struct queue_item *it, int status);
+
+/* Walk the entries of dest (for `chappe queue show`). 0 when the walk ended (nothing queued or
+ * no such destination included), the callback's non-zero return, CH_EINVAL (bad name),
+ * CH_ENOMEM, or CH_EIO. */
+int queue_each_entry(struct store *s, const char *dest, queue_entry_fn fn, void *ud);
+
+/*
  * Dead entry id into *out, body included, strings appended to storage as for
  * queue_head. 0, CH_ENOENT, CH_EPROTO, CH_ENOMEM, CH_EIO.
  */

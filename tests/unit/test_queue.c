@@ -556,6 +556,125 @@ static void test_remove_middle(void **state)
     check_consistent(f->s, true);
 }
 
+/* What queue_each_entry gave: each entry's fields copied (the strings live during the call). */
+struct seen {
+    size_t n, stop_after; /* stop_after: return 7 from the call that sees that many (0: never) */
+    uint64_t seq[8];
+    int status[8];
+    char txn_id[8][16], origin[8][16], path[8][64];
+    size_t body_len[8];
+    bool body_null[8], terminated[8];
+    uint64_t first_seen[8];
+    uint32_t attempts[8];
+};
+
+static int entry_cb(void *ud, const struct queue_item *it, int status)
+{
+    struct seen *a = ud;
+    if (a->n < ARRAY_LEN(a->seq)) {
+        size_t i = a->n;
+        a->seq[i] = it->seq;
+        a->status[i] = status;
+        snprintf(a->txn_id[i], sizeof(a->txn_id[i]), "%.*s", (int)it->txn_id.len,
+                 it->txn_id.base ? it->txn_id.base : "");
+        snprintf(a->origin[i], sizeof(a->origin[i]), "%.*s", (int)it->origin.len,
+                 it->origin.base ? it->origin.base : "");
+        snprintf(a->path[i], sizeof(a->path[i]), "%.*s", (int)it->path.len,
+                 it->path.base ? it->path.base : "");
+        a->body_len[i] = it->body.len;
+        a->body_null[i] = it->body.base == NULL;
+        a->terminated[i] = status != 0 || (it->txn_id.base[it->txn_id.len] == '\0' &&
+                                           it->method.base[it->method.len] == '\0' &&
+                                           it->path.base[it->path.len] == '\0');
+        a->first_seen[i] = it->first_seen_ms;
+        a->attempts[i] = it->attempts;
+    }
+    a->n++;
+    return a->stop_after && a->n == a->stop_after ? 7 : 0;
+}
+
+/* One destination's entries in FIFO order, with neither its neighbours in key order ("m.or"
+ * before, "m.org.x" after "m.org\0...") nor the entries already gone. */
+static void test_each_entry(void **state)
+{
+    struct fix *f = *state;
+    struct tx t[4], before, after;
+    const char *bodies[4] = {"{}", "{\"pdus\":[]}", "{\"a\":1}", "{\"edus\":[]}"};
+    const char *ids[4] = {"e1", "e2", "e3", "e4"};
+    tx_init(&before, "hs.example", "m.or", "b1", "{}", 1);
+    tx_init(&after, "hs.example", "m.org.x", "a1", "{}", 2);
+    assert_int_equal(put(f->s, &before.it, NULL, NULL, NULL), 0);
+    for (size_t i = 0; i < 4; i++) {
+        tx_init(&t[i], "hs.example", "m.org", ids[i], bodies[i], 100 + i);
+        assert_int_equal(put(f->s, &t[i].it, NULL, NULL, NULL), 0);
+    }
+    assert_int_equal(put(f->s, &after.it, NULL, NULL, NULL), 0);
+    assert_int_equal(done(f->s, "m.org", 2), 0);
+    assert_int_equal(retry(f->s, "m.org", 1, 500, "x", 1, 2, 3), 0);
+    assert_int_equal(retry(f->s, "m.org", 1, 500, "x", 1, 2, 3), 0);
+
+    struct seen a = {0};
+    assert_int_equal(queue_each_entry(f->s, "m.org", entry_cb, &a), 0);
+    assert_int_equal(a.n, 3);
+    const size_t want[3] = {0, 2, 3};
+    for (size_t i = 0; i < 3; i++) {
+        const struct queue_item *w = &t[want[i]].it;
+        assert_int_equal(a.status[i], 0);
+        assert_int_equal(a.seq[i], want[i] + 1);
+        assert_string_equal(a.txn_id[i], ids[want[i]]);
+        assert_string_equal(a.origin[i], "hs.example");
+        assert_string_equal(a.path[i], t[want[i]].path);
+        assert_int_equal(a.body_len[i], w->body.len);
+        assert_true(a.body_null[i]);
+        assert_true(a.terminated[i]);
+        assert_int_equal(a.first_seen[i], 100 + want[i]);
+        assert_int_equal(a.attempts[i], i == 0 ? 2 : 0);
+    }
+
+    /* The callback's non-zero return stops the walk and is returned. */
+    struct seen stop = {.stop_after = 2};
+    assert_int_equal(queue_each_entry(f->s, "m.org", entry_cb, &stop), 7);
+    assert_int_equal(stop.n, 2);
+
+    /* A malformed record is reported by its seq and the walk goes on; a key under the prefix
+     * that is not a seq is skipped. */
+    uint8_t key[32];
+    size_t klen = qkey("m.org", 3, key);
+    assert_int_equal(put_raw(f->s, STORE_DB_QUEUE, key, klen, "\x09junk", 5), 0);
+    assert_int_equal(put_raw(f->s, STORE_DB_QUEUE, "m.org\0zz", 8, "junk", 4), 0);
+    struct seen bad = {0};
+    assert_int_equal(queue_each_entry(f->s, "m.org", entry_cb, &bad), 0);
+    assert_int_equal(bad.n, 3);
+    assert_int_equal(bad.seq[1], 3);
+    assert_int_equal(bad.status[1], CH_EPROTO);
+    assert_int_equal(bad.status[0], 0);
+    assert_int_equal(bad.status[2], 0);
+    assert_int_equal(bad.seq[2], 4);
+
+    /* Its neighbours are walks of their own. */
+    struct seen one = {0};
+    assert_int_equal(queue_each_entry(f->s, "m.org.x", entry_cb, &one), 0);
+    assert_int_equal(one.n, 1);
+    assert_string_equal(one.txn_id[0], "a1");
+    memset(&one, 0, sizeof(one));
+    assert_int_equal(queue_each_entry(f->s, "m.or", entry_cb, &one), 0);
+    assert_int_equal(one.n, 1);
+    assert_string_equal(one.txn_id[0], "b1");
+
+    /* Nothing queued, never seen, or not a name. */
+    struct seen none = {0};
+    assert_int_equal(done(f->s, "m.or", 1), 0);
+    assert_int_equal(queue_each_entry(f->s, "m.or", entry_cb, &none), 0);
+    assert_int_equal(queue_each_entry(f->s, "never.org", entry_cb, &none), 0);
+    assert_int_equal(none.n, 0);
+    assert_int_equal(queue_each_entry(f->s, "", entry_cb, &none), CH_EINVAL);
+    char longname[QUEUE_NAME_MAX + 2];
+    memset(longname, 'a', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    assert_int_equal(queue_each_entry(f->s, longname, entry_cb, &none), CH_EINVAL);
+    assert_int_equal(none.n, 0);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Dedupe.                                                                                     */
 
@@ -1574,6 +1693,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fifo_per_destination, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_middle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_entry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_caps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_dead_requeue, setup, teardown),

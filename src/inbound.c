@@ -16,6 +16,7 @@
 #include "chappe/keyfetch.h"
 #include "chappe/keystore.h"
 #include "chappe/log.h"
+#include "chappe/metrics.h"
 #include "chappe/policy.h"
 #include "chappe/route.h"
 #include "chappe/sign.h"
@@ -124,6 +125,7 @@ static void access_log(struct inbound *ib)
     uint64_t now = util_wall_ms();
     time_t secs = (time_t)(now / 1000);
     struct tm tm;
+    metrics_count_request(ib->c.l->cfg->type, ib->status);
     gmtime_r(&secs, &tm);
     buf_appendf(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"listener\":\"%s\"",
                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
@@ -329,6 +331,7 @@ static int up_body(struct upstream *u, void *ud, const char *p, size_t n)
 static void up_complete(struct upstream *u, void *ud)
 {
     struct inbound *ib = ud;
+    metrics_observe_upstream_ms(util_mono_ms() - ib->t_start);
     if (ib->framing == RF_CHUNKED)
         http_append_last_chunk(conn_out(&ib->c));
     upstream_release(u, ib->req_done);
@@ -843,12 +846,14 @@ static int check_route(struct inbound *ib, const struct http_msg *m,
             auth = f;
     }
     if (auth == NULL) {
+        metrics_count_xmatrix(METRICS_XMATRIX_MALFORMED);
         reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body,
                     "%s needs an X-Matrix Authorization header", rm.route->name);
         return HANDLED;
     }
     struct xmatrix *x = &ib->x;
     if (xmatrix_parse(auth->value.base, auth->value.len, x, &why) < 0) {
+        metrics_count_xmatrix(METRICS_XMATRIX_MALFORMED);
         reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body, "malformed X-Matrix header: %s",
                     why ? why : "invalid");
         return HANDLED;
@@ -868,6 +873,7 @@ static int check_route(struct inbound *ib, const struct http_msg *m,
     }
     if (strcmp(origin.name, x->origin) != 0) {
         /* the name the key belongs to is the name as signed: one spelling only */
+        metrics_count_xmatrix(METRICS_XMATRIX_MALFORMED);
         reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body,
                     "X-Matrix origin %s is not written as the server name %s", x->origin,
                     origin.name);
@@ -876,6 +882,7 @@ static int check_route(struct inbound *ib, const struct http_msg *m,
     if (x->has_destination &&
         (server_name_parse(x->destination, strlen(x->destination), &dest, &why) != 0 ||
          strcmp(dest.name, hs->server_name) != 0)) {
+        metrics_count_xmatrix(METRICS_XMATRIX_MALFORMED);
         reply_error(ib, 401, "M_UNAUTHORIZED", ib->has_body,
                     "X-Matrix destination %s is not %s, the server addressed", x->destination,
                     hs->server_name);
@@ -915,17 +922,20 @@ static void verify_with_key(struct inbound *ib, const unsigned char pk[crypto_si
     free(uri);
     buf_trim_newlines(&err);
     if (rc == 0) {
+        metrics_count_xmatrix(METRICS_XMATRIX_OK);
         buf_free(&err);
         inbound_peer_up(ib->x.origin);
         forward_verified(ib);
         return;
     }
-    if (rc == CH_ENOMEM)
+    if (rc == CH_ENOMEM) {
         reply_error(ib, 500, "M_UNKNOWN", false, "out of memory");
-    else
+    } else {
+        metrics_count_xmatrix(METRICS_XMATRIX_BAD_SIGNATURE);
         reply_error(ib, 401, "M_UNAUTHORIZED", false,
                     "signature of %s with key %s does not verify for %s: %.*s", ib->x.origin,
                     ib->x.key, dest, (int)err.len, buf_data(&err));
+    }
     buf_free(&err);
 }
 
@@ -954,13 +964,15 @@ static void lookup_key(struct inbound *ib, const struct keyfetch_wait *answer)
     const struct cfg_pinned *pin = trust_pinned(ib->trust, origin);
     if (pin != NULL) {
         const struct cfg_verify_key *k = trust_pinned_key(pin, key_id);
-        if (k != NULL)
+        if (k != NULL) {
             verify_with_key(ib, k->pk);
-        else
+        } else {
+            metrics_count_xmatrix(METRICS_XMATRIX_UNKNOWN_KEY);
             reply_error(ib, 401, "M_UNAUTHORIZED", false,
                         "key %s of %s is not one of its pinned_keys (pinned servers' keys are "
                         "never fetched)",
                         key_id, origin);
+        }
         return;
     }
     struct keystore_key k;
@@ -990,6 +1002,7 @@ static void lookup_key(struct inbound *ib, const struct keyfetch_wait *answer)
     const char *state = rc == 0 && k.expired_ts ? "is an old key of"
                         : rc == 0               ? "has expired for"
                                                 : "is not known for";
+    metrics_count_xmatrix(METRICS_XMATRIX_UNKNOWN_KEY);
     reply_error(ib, 401, "M_UNAUTHORIZED", false, "key %s %s %s%s%s", key_id, state, origin,
                 answer && answer->why[0] ? ": " : "", answer ? answer->why : "");
 }

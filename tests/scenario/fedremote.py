@@ -13,6 +13,20 @@ signing keys at GET /_matrix/key/v2/server over TLS and signs requests the way S
   rs.answers[path] = (status, body[, headers])   what a request to path (and query) gets
   rs.stop()
 
+Failure modes for the queue's deliveries (test_queue.py):
+  rs.down = True     every new connection is closed before TLS, and a request on a kept-alive
+                     connection is dropped unanswered: to chappe, connection errors
+  rs.hang = 1.5      each PUT is recorded, then answered only after that many seconds
+  rs.put_script.append(answer)   answers taken in order by the next PUTs, before put_answer:
+                     (status, obj) as for put_answer, or ("hang", seconds) (recorded, answered
+                     with put_answer after that long), or ("drop",) (recorded, the connection
+                     closed without an answer)
+  rs.stop(); rs.start()   (or rs.restart()) listen again on the same port, same name and keys:
+                     while stopped, connections are refused
+  RemoteServer(certs, port=P)   listen on port P (default a free one)
+  rs.txn_ids()       the txnIds of the PUT /send requests received, in order (repeats kept)
+  rs.received_at     time.monotonic() of each request, parallel to received
+
 The key document is built on each request: valid_until_ts = now + valid_for_ms, signed by
 every current key. delay holds each answer back (bounded by stop()) so that concurrent
 requests overlap one fetch."""
@@ -53,6 +67,7 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, addr, handler, remote, ctx):
         self.remote = remote
         self.ctx = ctx
+        self.stopping = remote._stopping  # this listener's: a restart makes a new one
         super().__init__(addr, handler)
 
     def get_request(self):
@@ -62,6 +77,9 @@ class _Server(http.server.ThreadingHTTPServer):
         return sock, addr
 
     def finish_request(self, request, client_address):
+        if self.remote.down:
+            request.close()  # to the client: a connection error, before any TLS
+            return
         request.settimeout(10)
         try:
             tls = self.ctx.wrap_socket(request, server_side=True)
@@ -78,22 +96,31 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10
+    # the head and the body of an answer are two writes: without TCP_NODELAY the second waits
+    # for the client's delayed ACK (40 ms a request on a kept-alive connection)
+    disable_nagle_algorithm = True
 
     def _down(self):
-        """After stop(): a kept-alive connection gets no answer, as from a server that died."""
-        if self.server.remote._stopping.is_set():
+        """After stop(), or while rs.down: a kept-alive connection gets no answer, as from a
+        server that died."""
+        if self.server.stopping.is_set() or self.server.remote.down:
             self.close_connection = True
             return True
         return False
+
+    def _record(self, method, body):
+        rs = self.server.remote
+        with rs.lock:
+            rs.requests.append(self.path)
+            rs.received.append((method, self.path, dict(self.headers.items()), body))
+            rs.received_at.append(time.monotonic())
+            rs.header_lists.append(self.headers.items())
 
     def do_GET(self):
         rs = self.server.remote
         if self._down():
             return
-        with rs.lock:
-            rs.requests.append(self.path)
-            rs.received.append(("GET", self.path, dict(self.headers.items()), b""))
-            rs.header_lists.append(self.headers.items())
+        self._record("GET", b"")
         if self._answered():
             return
         if self.path != KEY_PATH and not self.path.startswith(KEY_PATH + "/"):
@@ -101,32 +128,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with rs.lock:
             rs.fetches += 1
         if rs.delay:
-            rs._stopping.wait(rs.delay)
+            self.server.stopping.wait(rs.delay)
         self._send(200, rs.document())
 
     def do_PUT(self):
-        """Any PUT (a transaction, ...): recorded as received, answered with rs.put_answer."""
+        """Any PUT (a transaction, ...): recorded as received, answered with the first of
+        rs.put_script if any (taken), else rs.put_answer, after rs.hang seconds."""
         rs = self.server.remote
         if self._down():
             return
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._record("PUT", body)
         with rs.lock:
-            rs.requests.append(self.path)
-            rs.received.append(("PUT", self.path, dict(self.headers.items()), body))
-            rs.header_lists.append(self.headers.items())
-            status, obj = rs.put_answer
+            answer = rs.put_script.pop(0) if rs.put_script else rs.put_answer
+            hang = rs.hang
+        if answer[0] == "drop":
+            self.close_connection = True
+            return
+        if answer[0] == "hang":
+            hang = answer[1]
+            answer = rs.put_answer
+        if hang:
+            self.server.stopping.wait(hang)
+            if self.server.stopping.is_set():
+                self.close_connection = True
+                return
         if not self._answered():
-            self._send(status, obj)
+            self._send(*answer)
 
     def do_POST(self):
         rs = self.server.remote
         if self._down():
             return
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with rs.lock:
-            rs.requests.append(self.path)
-            rs.received.append(("POST", self.path, dict(self.headers.items()), body))
-            rs.header_lists.append(self.headers.items())
+        self._record("POST", body)
         if self._answered():
             return
         if self.path != "/_matrix/key/v2/query":
@@ -139,14 +174,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         """Recorded; answered from rs.answers, else 404."""
-        rs = self.server.remote
         if self._down():
             return
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with rs.lock:
-            rs.requests.append(self.path)
-            rs.received.append(("DELETE", self.path, dict(self.headers.items()), body))
-            rs.header_lists.append(self.headers.items())
+        self._record("DELETE", body)
         if not self._answered():
             self._send(404, {"errcode": "M_UNRECOGNIZED", "error": "not here"})
 
@@ -192,7 +223,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class RemoteServer:
     def __init__(self, certs, key_versions=("a1",), valid_for_ms=3600_000, delay=0.0,
-                 host="127.0.0.1", name_host=None):
+                 host="127.0.0.1", name_host=None, port=None):
         self.lock = threading.Lock()
         self.keys = {v: generate_signing_key(v) for v in key_versions}  # current, in order
         self.old = {}  # "ed25519:id" -> {"key": pub, "expired_ts": ms}
@@ -210,18 +241,51 @@ class RemoteServer:
         # as sent, in order and with repeats, parallel to received
         self.answers = {}
         self.header_lists = []
-        self._stopping = threading.Event()
+        self.received_at = []  # time.monotonic() of each request, parallel to received
+        self.down = False  # True: connections closed unanswered (see _Server, _Handler._down)
+        self.hang = 0.0  # seconds each PUT waits before its answer
+        self.put_script = []  # answers for the next PUTs, taken in order (see do_PUT)
         self.host = host
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         if name_host is None:  # discovery: "localhost:PORT" connects to localhost, port PORT
             name_host = "localhost" if host == "127.0.0.1" else host
         self.name = "%s:%d" % (name_host, self.port)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(certs.server_crt), str(certs.server_key))
-        self.httpd = _Server((host, self.port), _Handler, self, ctx)
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ctx.load_cert_chain(str(certs.server_crt), str(certs.server_key))
+        self.httpd = None
+        self.start()
+
+    def start(self, timeout=5.0):
+        """Listen (again) on self.port. The port was just freed by stop(): binding may take a
+        few tries while the kernel lets go of it (bounded)."""
+        if self.httpd is not None:
+            return
+        self._stopping = threading.Event()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.httpd = _Server((self.host, self.port), _Handler, self, self._ctx)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
                                        daemon=True)
         self.thread.start()
+
+    def restart(self):
+        """Stop, then listen again on the same port with the same name and keys."""
+        self.stop()
+        self.start()
+
+    def txn_ids(self):
+        """The txnIds of the PUT /_matrix/federation/v1/send/{txnId} requests received, in
+        order, repeats included."""
+        prefix = "/_matrix/federation/v1/send/"
+        with self.lock:
+            return [p[len(prefix):] for m, p, _, _ in self.received
+                    if m == "PUT" and p.startswith(prefix)]
 
     # --- keys ------------------------------------------------------------------------
     @property
@@ -290,10 +354,15 @@ class RemoteServer:
         return xmatrix(self.name, destination, key_id or self.key_id(key), sig)
 
     def stop(self):
+        """Stop listening (idempotent): new connections are refused, kept-alive ones get no
+        more answers."""
+        if self.httpd is None:
+            return
         self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
+        self.httpd = None
 
     def __enter__(self):
         return self

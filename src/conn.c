@@ -152,6 +152,8 @@ static void deliver(struct conn *c)
         update_reading(c);
 }
 
+static void tls_input(struct conn *c);
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
 {
     struct conn *c = s->data;
@@ -187,6 +189,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *ub)
         conn_close(c);
         return;
     }
+    tls_input(c);
+}
+
+/* Ciphertext is waiting in c->tls.in: advance the handshake, then decrypt and deliver. */
+static void tls_input(struct conn *c)
+{
+    uv_stream_t *s = (uv_stream_t *)&c->tcp;
     if (c->flags & CONN_F_HANDSHAKE) {
         int rc = tls_conn_handshake(&c->tls);
         submit(c, &c->tls.out);
@@ -396,7 +405,10 @@ int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h
             snprintf(c->peer, sizeof(c->peer), "%s:%u", c->peer_ip, ntohs(s4->sin_port));
         }
     }
-    if (c->peer_ip[0] && !source_allowed(w, (const struct sockaddr *)&ss, c->peer)) {
+    /* the source policy is about federation peers: the egress and admin listeners are the
+     * homeservers' and the operators', on addresses only they reach */
+    if (c->peer_ip[0] && l->cfg->type == LISTENER_FEDERATION &&
+        !source_allowed(w, (const struct sockaddr *)&ss, c->peer)) {
         conn_close(c);
         return 0;
     }
@@ -417,5 +429,33 @@ int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h
     update_reading(c);
     if (!(c->flags & CONN_F_TLS))
         c->h->on_open(c);
+    return 0;
+}
+
+int conn_start_tls(struct conn *c, struct tls_server *srv)
+{
+    if (c->flags & (CONN_F_TLS | CONN_F_CLOSING | CONN_F_LINGER | CONN_F_CLOSE_AFTER))
+        return CH_EINVAL;
+    /* What the role queued ("200 Connection established") is the last thing sent in clear. */
+    conn_flush(c);
+    if (c->flags & CONN_F_CLOSING)
+        return CH_EIO;
+    int rc = tls_conn_init(&c->tls, srv);
+    if (rc < 0)
+        return rc;
+    c->flags |= CONN_F_TLS | CONN_F_HANDSHAKE;
+    uv_timer_start(&c->timer, on_timer, c->w->cfg->limits.tls_handshake_timeout_ms, 0);
+    /* A client may send its ClientHello right behind the CONNECT without waiting for the 200:
+     * those bytes, still in rbuf, are the start of the handshake. */
+    if (c->rbuf.len) {
+        rc = tls_conn_feed(&c->tls, buf_data(&c->rbuf), c->rbuf.len);
+        buf_reset(&c->rbuf);
+        if (rc < 0)
+            return rc;
+        tls_input(c);
+        if (c->flags & CONN_F_CLOSING)
+            return CH_ETLS;
+    }
+    update_reading(c);
     return 0;
 }

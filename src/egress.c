@@ -14,6 +14,8 @@
 #include "chappe/egress_target.h"
 #include "chappe/http.h"
 #include "chappe/log.h"
+#include "chappe/metrics.h"
+#include "chappe/mint.h"
 #include "chappe/queue.h"
 #include "chappe/resolve.h"
 #include "chappe/sender.h"
@@ -195,7 +197,9 @@ static void access_log(struct egress *e)
         http_append_json_string(&b, e->t.dest.name, strlen(e->t.dest.name));
     }
     if (e->t.kind != EGRESS_NONE) {
-        const char *k = e->tunnel ? "tunnel" : egress_kind_name(e->t.kind);
+        const char *k = e->t.kind == EGRESS_CONNECT ? "connect"
+                        : e->tunnel                 ? "tunnel"
+                                                    : egress_kind_name(e->t.kind);
         buf_append_str(&b, ",\"form\":");
         http_append_json_string(&b, k, strlen(k));
     }
@@ -210,6 +214,7 @@ static void access_log(struct egress *e)
         http_append_json_string(&b, e->error, strlen(e->error));
     }
     buf_append_str(&b, "}");
+    metrics_count_request(LISTENER_EGRESS, e->status);
     log_access(buf_data(&b), b.len);
     buf_free(&b);
 }
@@ -711,13 +716,62 @@ static int choose_destination(struct egress *e, const struct http_msg *m, bool h
     return 0;
 }
 
-/* CONNECT host:port: not yet. */
+/*
+ * CONNECT host:port (a homeserver using chappe as its https_proxy): decided on
+ * the host before any TLS (it must be able to match an allowed server, or be
+ * local), then answered 200 and intercepted: chappe's side of the TLS presents
+ * a certificate minted for the host by the egress CA, and every request inside
+ * goes through the same checks as an https:// one (choose_destination): the
+ * tunnel's authority is never connected to as given.
+ */
 static int start_tunnel(struct egress *e, const struct http_msg *m)
 {
+    struct worker *w = e->c.w;
     bool has_body = m->chunked || m->content_length > 0;
-    reply_error(e, 501, "M_UNRECOGNIZED", has_body,
-                "CONNECT requests are not supported by this version of chappe (use "
-                "matrix-federation://)");
+    if (w->mints == NULL) {
+        reply_error(e, 501, "M_UNRECOGNIZED", true,
+                    "CONNECT needs tls.egress_ca (interception); use matrix-federation://");
+        return HANDLED;
+    }
+    if (has_body) {
+        reply_error(e, 400, "M_UNKNOWN", true, "a CONNECT request has no body");
+        return HANDLED;
+    }
+    struct policy_decision d = {.allow = true};
+    if (!is_local(w->cfg, e->t.dest.host)) {
+        d = policy_check_name(e->trust->pol, &e->t.dest);
+        policy_count(POLICY_OUTBOUND, d.reason);
+    }
+    if (!d.allow) {
+        log_info("egress %s: CONNECT %s refused: %s", e->c.peer, e->t.dest.name,
+                 policy_reason_code(d.reason));
+        reply_error(e, 403, "M_FORBIDDEN", true, "CONNECT to %s refused: %s", e->t.dest.name,
+                    policy_reason_code(d.reason));
+        return HANDLED;
+    }
+    struct tls_server *srv = NULL;
+    struct buf err = BUF_INIT;
+    if (mint_server_for(w->mints, e->t.dest.host, &srv, &err) < 0) {
+        buf_trim_newlines(&err);
+        log_error("egress %s: no certificate for %s: %.*s", e->c.peer, e->t.dest.host, (int)err.len,
+                  buf_data(&err));
+        reply_error(e, 500, "M_UNKNOWN", true, "cannot mint a certificate for %s", e->t.dest.host);
+        buf_free(&err);
+        return HANDLED;
+    }
+    buf_free(&err);
+    e->status = 200;
+    e->req_done = true;
+    e->tunnel = true;
+    e->tunnel_homeserver = e->homeserver;
+    e->tunnel_target = e->t.dest;
+    buf_append_str(conn_out(&e->c), "HTTP/1.1 200 Connection established\r\n\r\n");
+    finish_exchange(e); /* logged; idle, waiting for the ClientHello */
+    if (e->state == EG_CLOSED || conn_start_tls(&e->c, srv) < 0) {
+        e->state = EG_CLOSED;
+        conn_close(&e->c);
+    }
+    tls_server_unref(srv);
     return HANDLED;
 }
 

@@ -12,6 +12,7 @@
 #include "chappe/b64.h"
 #include "chappe/cidr.h"
 #include "chappe/cjson.h"
+#include "chappe/cli_queue.h"
 #include "chappe/client.h"
 #include "chappe/config.h"
 #include "chappe/keydoc.h"
@@ -21,6 +22,7 @@
 #include "chappe/egress.h"
 #include "chappe/inbound.h"
 #include "chappe/keyfetch.h"
+#include "chappe/mint.h"
 #include "chappe/policy.h"
 #include "chappe/trust.h"
 #include "chappe/resolve.h"
@@ -53,6 +55,9 @@ static const char usage_text[] =
     "                           send an X-Matrix signed request to server DEST (BODY: JSON,\n"
     "                           - for stdin); exit 0 when a response came back\n"
     "  keys fetch NAME [-c FILE] fetch, validate and store server NAME's signing keys\n"
+    "  queue list|show DEST|retry DEST [-c FILE] [--json]\n"
+    "  queue dead [show|requeue|delete ID] [-c FILE] [--json]\n"
+    "                             the outbound queue in queue.path (also while chappe runs)\n"
     "  keys list [NAME] [-c FILE] the remote keys stored in queue.path\n"
     "  json canonical           canonical JSON of stdin on stdout (errors name the JSON path)\n"
     "  json sign --key FILE --server-name NAME\n"
@@ -1188,6 +1193,7 @@ static int cmd_run(int argc, char **argv)
     warn_policy(cfg);
     struct keys_own keys = {0};
     struct egress_secrets secrets = {0};
+    struct mint *mint = NULL;
     unsigned started = 0;
     if (log_access_open(cfg->access_log) < 0) {
         log_error("cannot open access_log %s", cfg->access_log);
@@ -1222,6 +1228,16 @@ static int cmd_run(int argc, char **argv)
         if (egress_secrets_load(cfg, &secrets, &err) < 0) {
             fwrite(buf_data(&err), 1, err.len, stderr);
             log_error("%s: the egress secrets could not be loaded", path);
+            buf_free(&err);
+            goto out_tls;
+        }
+        buf_free(&err);
+    }
+    if (cfg->tls.has_egress_ca && has_listener(cfg, LISTENER_EGRESS)) {
+        struct buf err = BUF_INIT;
+        if (mint_new(cfg, &mint, &err) < 0) {
+            fwrite(buf_data(&err), 1, err.len, stderr);
+            log_error("%s: the egress CA could not be loaded", path);
             buf_free(&err);
             goto out_tls;
         }
@@ -1286,6 +1302,7 @@ static int cmd_run(int argc, char **argv)
         trust_ref(trust);
         rt.workers[i].keyfetch = rt.keyfetch;
         rt.workers[i].sender = rt.sender;
+        rt.workers[i].mint = mint;
         rt.workers[i].egress_secrets = &secrets;
         rt.workers[i].store = store;
         rt.workers[i].siblings = rt.workers;
@@ -1335,6 +1352,7 @@ out_tls:
     rt.trust = NULL;
     keys_own_free(&keys);
     egress_secrets_free(&secrets);
+    mint_free(mint); /* after the workers' caches */
     if (m)
         tls_material_unref(m);
     tls_global_free();
@@ -1372,6 +1390,8 @@ int main(int argc, char **argv)
         return cmd_fed_request(argc - 1, argv + 1);
     if (strcmp(cmd, "keys") == 0)
         return cmd_keys(argc - 1, argv + 1);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(argc - 1, argv + 1);
     if (strcmp(cmd, "key") == 0)
         return cmd_key(argc - 1, argv + 1);
     fprintf(stderr, "chappe: unknown command '%s'\n", cmd);

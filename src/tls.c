@@ -23,6 +23,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "chappe/log.h"
+#include "chappe/metrics.h"
 #include "chappe/tls.h"
 #include "chappe/util.h"
 
@@ -466,6 +467,56 @@ int tls_material_load(const struct config *cfg, struct tls_material **out, struc
         const struct pem_pair *p = &m->pairs[i];
         log_debug("cert %s: %zu name(s), first %s", p->cert_path, p->nnames,
                   p->nnames ? p->names[0] : "-");
+    }
+    *out = m;
+    return 0;
+}
+
+/* A copy of n bytes plus the NUL that mbedtls_x509_crt_parse() wants after PEM; trailing NULs
+ * of the input are dropped first. */
+static unsigned char *pem_copy(const char *p, size_t n, size_t *outlen)
+{
+    while (n > 0 && p[n - 1] == '\0')
+        n--;
+    unsigned char *copy = malloc(n + 1);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    *outlen = n + 1;
+    return copy;
+}
+
+int tls_material_from_pem(const char *chain_pem, size_t chain_len, const char *key_pem,
+                          size_t key_len, const char *label, struct tls_material **out,
+                          struct buf *err)
+{
+    *out = NULL;
+    struct tls_material *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return CH_ENOMEM;
+    m->pairs = calloc(1, sizeof(*m->pairs));
+    if (m->pairs == NULL) {
+        free(m);
+        return CH_ENOMEM;
+    }
+    m->n = 1;
+    atomic_init(&m->refs, 1);
+    struct pem_pair *p = &m->pairs[0];
+    /* The label stands where the file names would: "cert LABEL: reason". */
+    size_t klen = strlen(label) + sizeof(" (key)");
+    p->cert_path = strdup(label);
+    p->key_path = malloc(klen);
+    if (p->key_path != NULL)
+        snprintf(p->key_path, klen, "%s (key)", label);
+    p->chain = pem_copy(chain_pem, chain_len, &p->chain_len);
+    p->key = pem_copy(key_pem, key_len, &p->key_len);
+    int rc = CH_ENOMEM;
+    if (p->cert_path != NULL && p->key_path != NULL && p->chain != NULL && p->key != NULL)
+        rc = check_pair(p, err);
+    if (rc != 0) {
+        material_free(m);
+        return rc;
     }
     *out = m;
     return 0;
@@ -936,10 +987,12 @@ int tls_conn_handshake(struct tls_conn *c)
     }
     if (ret == 0) {
         c->handshake_done = true;
+        metrics_count_tls_handshake(c->srv != NULL, true);
         return 0;
     }
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE)
         return CH_EAGAIN;
+    metrics_count_tls_handshake(c->srv != NULL, false);
     c->last_error = ret;
     c->resumed = false;
     return CH_ETLS;

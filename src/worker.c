@@ -9,11 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "chappe/admin.h"
 #include "chappe/conn.h"
 #include "chappe/client.h"
 #include "chappe/dns.h"
 #include "chappe/egress.h"
 #include "chappe/inbound.h"
+#include "chappe/mint.h"
 #include "chappe/resolve.h"
 #include "chappe/trust.h"
 #include "chappe/log.h"
@@ -111,6 +113,9 @@ static void accept_on(struct listener *l, int fd)
         break;
     case LISTENER_EGRESS:
         egress_accept(l, fd);
+        break;
+    case LISTENER_ADMIN:
+        admin_accept(l, fd);
         break;
     default:
         if (fd >= 0)
@@ -267,6 +272,8 @@ static void finish(struct worker *w)
     uv_close((uv_handle_t *)&w->async, close_noop);
     uv_close((uv_handle_t *)&w->drain_timer, close_noop);
     keyfetch_mbox_close(&w->kbox);
+    mint_cache_free(w->mints); /* connections hold their own server references */
+    w->mints = NULL;
     if (w->sport_open)
         store_port_close(&w->sport, NULL); /* writes in flight still complete on this loop */
     w->sport_open = false;
@@ -387,6 +394,8 @@ int worker_start(struct worker *w, struct tls_material *m, void (*on_exit)(struc
     w->drain_timer.data = w;
     if (keyfetch_mbox_init(&w->kbox, &w->loop) < 0 || new_outbound(w) < 0)
         return CH_EIO;
+    if (w->mint != NULL && mint_cache_new(w->mint, &w->mints) < 0)
+        return CH_ENOMEM;
     if (w->store != NULL) {
         if (store_port_init(&w->sport, &w->loop) < 0)
             return CH_EIO;

@@ -74,6 +74,18 @@ struct conn {
  * then not to be used; the caller frees it).
  */
 int conn_accept(struct conn *c, struct listener *l, const struct conn_handler *h, int fd);
+/*
+ * Turn the open plain connection c into a TLS server session with srv's
+ * certificate (CONNECT interception: the role has queued "200 Connection
+ * established" and the client now starts a handshake). Output already queued
+ * is sent in clear first; bytes already in c->rbuf are taken as the start of
+ * the handshake. The handshake timer (limits.tls_handshake_timeout_ms)
+ * replaces the role's timer; once the handshake is done on_open runs again.
+ * Reading resumes unless the role paused it. Takes a reference on srv. 0, or a
+ * negative code: the caller then closes c (the handshake may already have
+ * failed on the buffered bytes, leaving c closing).
+ */
+int conn_start_tls(struct conn *c, struct tls_server *srv);
 /* Queue plaintext; call conn_flush (or return to the loop after conn_flush) to send. */
 static inline struct buf *conn_out(struct conn *c)
 {

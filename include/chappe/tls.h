@@ -37,6 +37,17 @@ struct tls_material;
  * problem appended to err ("cert FILE: reason\n").
  */
 int tls_material_load(const struct config *cfg, struct tls_material **out, struct buf *err);
+/*
+ * A one-pair snapshot from memory (a certificate minted at run time): chain_pem
+ * (leaf first) and key_pem, checked as tls_material_load checks a file pair
+ * (the chain parses, the key parses and matches the leaf). The bytes are
+ * copied; trailing NULs are ignored. label names the pair in messages where a
+ * file name would ("cert LABEL: reason\n" appended to err). 0 and *out (one
+ * reference, owned by the caller), or CH_EINVAL / CH_ENOMEM.
+ */
+int tls_material_from_pem(const char *chain_pem, size_t chain_len, const char *key_pem,
+                          size_t key_len, const char *label, struct tls_material **out,
+                          struct buf *err);
 void tls_material_ref(struct tls_material *m);
 void tls_material_unref(struct tls_material *m);
 /* Number of certificates in the snapshot. */

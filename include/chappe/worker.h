@@ -20,6 +20,10 @@ struct dns;
 struct egress_secrets;
 struct resolve;
 struct sender;
+struct mint;
+struct mint_cache;
+struct mint;
+struct mint_cache;
 struct keys_own;
 struct store;
 struct upstream_pool;
@@ -59,6 +63,8 @@ struct worker {
     struct store_port sport;     /* and where this loop's writes come back */
     bool sport_open;
     struct sender *sender;     /* the queue's delivery thread (NULL without one) */
+    struct mint *mint;         /* the egress CA (NULL without tls.egress_ca) */
+    struct mint_cache *mints;  /* this loop's minted certificates (CONNECT interception) */
     struct keyfetch *keyfetch; /* where unknown keys are asked for */
     const struct egress_secrets *egress_secrets; /* the homeservers' egress secrets */
     struct dns *dns; /* the outbound stack of the egress (NULL without one) */

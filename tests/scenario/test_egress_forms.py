@@ -187,3 +187,94 @@ def test_basic_credentials_as_an_https_proxy_url_sends_them(egress, remote):
         r = request(port, line, auth=bad)
         assert r.status == 401 and r.json()["errcode"] == "M_UNAUTHORIZED", (bad, r)
     assert rs.requests == [KEY]
+
+
+def test_source_policy_is_for_federation_peers_only(egress):
+    """inbound_source_policy: enforce with loopback blacklisted refuses loopback federation
+    peers, but the egress listener (the homeservers' own) still serves them (regression: it was
+    applied to every listener, so this connection was closed unanswered)."""
+    ch, port = egress(inbound_source_policy="enforce", ip_range_whitelist=[])
+    r = request(port, "GET matrix-federation://relay.localhost%s HTTP/1.1" % KEY,
+                auth="Bearer not-the-secret-0123456789")
+    assert r.status == 401, r
+    assert "refused by inbound_source_policy" not in ch.stderr()
+
+
+# --- CONNECT with interception --------------------------------------------------------------
+import socket  # noqa: E402
+import ssl  # noqa: E402
+
+from test_egress_proxy import read_response  # noqa: E402
+
+
+def tunnel(certs, port, authority, host, secret=SECRET):
+    """CONNECT authority through the egress; returns (status, raw head, TLS socket or None). The
+    TLS side trusts only chappe's egress CA and checks the certificate is for host."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: Bearer %s\r\n\r\n"
+               % (authority, authority, secret)).encode())
+    r = read_response(s)
+    if r.status != 200:
+        s.close()
+        return r, None
+    ctx = ssl.create_default_context(cafile=str(certs.egress_ca_crt))
+    return r, ctx.wrap_socket(s, server_hostname=host)
+
+
+def inside(sock, method, path, headers=(), body=None, host="x"):
+    h = ["%s %s HTTP/1.1" % (method, path), "Host: " + host]
+    h += ["%s: %s" % kv for kv in headers]
+    if body is not None:
+        h.append("Content-Length: %d" % len(body))
+    sock.sendall(("\r\n".join(h) + "\r\n\r\n").encode("latin-1") + (body or b""))
+    return read_response(sock)
+
+
+def connect_egress(egress, certs):
+    return egress(tls={"certificates": [{"cert": str(certs.server_crt),
+                                         "key": str(certs.server_key)}],
+                       "egress_ca": {"cert": str(certs.egress_ca_crt),
+                                     "key": str(certs.egress_ca_key)}})
+
+
+def test_connect_intercepted_requests_checked_and_sent(certs, egress, remote):
+    """CONNECT to the delegated host: 200, then TLS with a certificate minted for that host by
+    the egress CA; inside, a signed request goes to its X-Matrix destination (rs) and an
+    unsigned one to the tunnel's host and port; a transaction is queued and delivered."""
+    rs = remote()
+    ch, port = connect_egress(egress, certs)
+    r, t = tunnel(certs, port, rs.name, "localhost")
+    assert r.status == 200 and t is not None, r
+    with t:
+        assert t.getpeercert()["subjectAltName"] == (("DNS", "localhost"),)
+        r = inside(t, "GET", KEY)  # unsigned: to the host and port of the tunnel
+        assert r.status == 200 and r.json()["server_name"] == rs.name, r
+        path = "/_matrix/federation/v1/send/tunnel-1"
+        body = canonical({"origin": "hs.localhost", "pdus": [], "edus": []})
+        sig = xmatrix("PUT", path, body, origin="hs.localhost", destination=rs.name)
+        r = inside(t, "PUT", path, headers=[sig, ("Content-Type", "application/json")], body=body)
+        assert r.status == 200 and r.body == b'{"pdus":{}}', r
+        # signed for a server outside the allowlist: refused, inside the same tunnel
+        q = "/_matrix/federation/v1/version"
+        bad = xmatrix("GET", q, None, origin="hs.localhost", destination="evil.example")
+        r = inside(t, "GET", q, headers=[bad])
+        assert r.status == 403 and "evil.example" in r.json()["error"], r
+    assert wait_for(lambda: any(p == path for _, p, _, _ in rs.received))
+    got = [x for x in rs.received if x[1] == path]
+    assert got[0][3] == body and got[0][2]["Authorization"] == sig[1]
+    log = [e for e in ch.access_log() if e.get("listener") == "egress"]
+    assert [e["form"] for e in log][:2] == ["connect", "tunnel"], log
+
+
+def test_connect_refused_before_tls(certs, egress, remote):
+    """A CONNECT to a name no allowed server can match: 403 in clear, no TLS, nothing contacted;
+    a wrong secret: 401; without tls.egress_ca: 501."""
+    ch, port = connect_egress(egress, certs)
+    r, t = tunnel(certs, port, "evil.example:443", "evil.example")
+    assert t is None and r.status == 403 and r.json()["errcode"] == "M_FORBIDDEN", r
+    assert "name_not_allowed" in r.json()["error"]
+    r, t = tunnel(certs, port, "localhost:443", "localhost", secret="wrong-secret-0123456789")
+    assert t is None and r.status == 401, r
+    ch2, port2 = egress()
+    r, t = tunnel(certs, port2, "localhost:443", "localhost")
+    assert t is None and r.status == 501, r

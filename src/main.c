@@ -9,6 +9,7 @@
 
 #include <uv.h>
 
+#include "chappe/admin.h"
 #include "chappe/b64.h"
 #include "chappe/cidr.h"
 #include "chappe/cjson.h"
@@ -1231,6 +1232,19 @@ static int cmd_run(int argc, char **argv)
             buf_free(&err);
             goto out_tls;
         }
+        buf_free(&err);
+    }
+    if (has_listener(cfg, LISTENER_ADMIN)) {
+        /* read once here so that a bad token file stops the start, not the first request */
+        struct buf err = BUF_INIT;
+        struct admin_tokens tokens;
+        if (admin_tokens_load(cfg, &tokens, &err) < 0) {
+            fwrite(buf_data(&err), 1, err.len, stderr);
+            log_error("%s: the admin token could not be loaded", path);
+            buf_free(&err);
+            goto out_tls;
+        }
+        admin_tokens_free(&tokens);
         buf_free(&err);
     }
     if (cfg->tls.has_egress_ca && has_listener(cfg, LISTENER_EGRESS)) {

@@ -166,6 +166,11 @@ bench-verify:
 	@$(MAKE) --no-print-directory -j$(JOBS) build/chappe certs
 	bash bench/verify.sh
 
+bench-queue:
+	@sh tools/deps.sh core bench
+	@$(MAKE) --no-print-directory -j$(JOBS) build/chappe certs
+	bash bench/queue.sh
+
 bench-crypto:
 	@sh tools/deps.sh core
 	bash bench/crypto.sh

@@ -20,8 +20,6 @@
 #include "chappe/store.h"
 #include "chappe/util.h"
 
-#define TOKEN_MIN    16
-#define TOKEN_MAX    4096
 #define BODY_MAX     4096 /* the API's requests carry no body: a small one is read and ignored */
 #define API_PREFIX   "/_chappe/admin/"
 #define RETRY_AFTER  "Retry-After: 10\r\n" /* a full queue: the sender frees room */
@@ -30,35 +28,6 @@
 #define JSON_TYPE    "application/json"
 
 /* --- tokens ---------------------------------------------------------------------------- */
-
-static int load_token(const char *path, unsigned char hash[crypto_generichash_BYTES],
-                      struct buf *err)
-{
-    struct buf data = BUF_INIT;
-    int rc = util_read_private_file(path, TOKEN_MAX, "an admin token", &data, err);
-    size_t len = data.len;
-    while (rc == 0 && len > 0 &&
-           (buf_data(&data)[len - 1] == '\n' || buf_data(&data)[len - 1] == '\r'))
-        len--;
-    for (size_t i = 0; rc == 0 && i < len; i++) {
-        unsigned char c = (unsigned char)buf_data(&data)[i];
-        if (c <= 0x20 || c >= 0x7f) {
-            buf_appendf(err, "%s: the admin token must be printable ASCII without spaces", path);
-            rc = CH_EINVAL;
-        }
-    }
-    if (rc == 0 && len < TOKEN_MIN) {
-        buf_appendf(err, "%s: the admin token is shorter than %d bytes", path, TOKEN_MIN);
-        rc = CH_EINVAL;
-    }
-    if (rc == 0)
-        crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)buf_data(&data),
-                           len, NULL, 0);
-    else
-        buf_append_str(err, "\n");
-    buf_free_secret(&data);
-    return rc;
-}
 
 int admin_tokens_load(const struct config *cfg, struct admin_tokens *out, struct buf *err)
 {
@@ -72,7 +41,7 @@ int admin_tokens_load(const struct config *cfg, struct admin_tokens *out, struct
         const struct cfg_listener *l = &cfg->listeners[i];
         if (l->type != LISTENER_ADMIN || l->token_path == NULL)
             continue;
-        int r = load_token(l->token_path, out->t[i].hash, err);
+        int r = util_read_secret_hash(l->token_path, "admin token", out->t[i].hash, err);
         if (r < 0)
             rc = r;
         else

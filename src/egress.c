@@ -23,43 +23,12 @@
 #include "chappe/util.h"
 #include "chappe/xmatrix.h"
 
-#define SECRET_MIN       16
 #define SEND_PREFIX      "/_matrix/federation/v1/send/"
 #define MAX_PDUS         50 /* the spec's limits on one transaction */
 #define MAX_EDUS         100
 #define FULL_RETRY_AFTER "Retry-After: 10\r\n" /* a full queue: the sender frees room */
-#define SECRET_MAX       4096
 
 /* --- secrets --------------------------------------------------------------------------- */
-
-static int load_secret(const char *path, unsigned char hash[crypto_generichash_BYTES],
-                       struct buf *err)
-{
-    struct buf data = BUF_INIT;
-    int rc = util_read_private_file(path, SECRET_MAX, "an egress secret", &data, err);
-    size_t len = data.len;
-    while (rc == 0 && len > 0 &&
-           (buf_data(&data)[len - 1] == '\n' || buf_data(&data)[len - 1] == '\r'))
-        len--;
-    for (size_t i = 0; rc == 0 && i < len; i++) {
-        unsigned char c = (unsigned char)buf_data(&data)[i];
-        if (c <= 0x20 || c >= 0x7f) {
-            buf_appendf(err, "%s: the egress secret must be printable ASCII without spaces", path);
-            rc = CH_EINVAL;
-        }
-    }
-    if (rc == 0 && len < SECRET_MIN) {
-        buf_appendf(err, "%s: the egress secret is shorter than %d bytes", path, SECRET_MIN);
-        rc = CH_EINVAL;
-    }
-    if (rc == 0)
-        crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)buf_data(&data),
-                           len, NULL, 0);
-    else
-        buf_append_str(err, "\n");
-    buf_free_secret(&data);
-    return rc;
-}
 
 int egress_secrets_load(const struct config *cfg, struct egress_secrets *out, struct buf *err)
 {
@@ -79,7 +48,7 @@ int egress_secrets_load(const struct config *cfg, struct egress_secrets *out, st
             rc = CH_EINVAL;
             continue;
         }
-        int r = load_secret(h->egress_secret_path, out->hash[i], err);
+        int r = util_read_secret_hash(h->egress_secret_path, "egress secret", out->hash[i], err);
         if (r < 0)
             rc = r;
     }
@@ -137,6 +106,8 @@ struct egress {
     struct egress_target t;
     struct server_name dest; /* the server the request is for: checked, then sent to */
     bool has_dest;
+    struct xmatrix x; /* its X-Matrix Authorization, parsed once (choose_destination) */
+    bool has_x;
     /* inside a CONNECT tunnel (intercepted TLS): origin-form requests, for the homeserver that
      * authenticated the CONNECT, to the authority it asked for */
     bool tunnel;
@@ -227,7 +198,7 @@ static void reset_exchange(struct egress *e)
     e->path = NULL;
     memset(&e->t, 0, sizeof(e->t));
     memset(&e->dest, 0, sizeof(e->dest));
-    e->has_dest = false;
+    e->has_dest = e->has_x = false;
     trust_unref(e->trust);
     e->trust = NULL;
     e->status = 0;
@@ -510,20 +481,21 @@ static int check_txn(struct egress *e, struct slice txn_id, const struct http_fi
         }
         *auth = &m->fields[i];
     }
-    struct xmatrix x;
-    const char *why = NULL;
     if (*auth == NULL) {
         reply_error(e, 401, "M_UNAUTHORIZED", false,
                     "a transaction must be signed by its homeserver (X-Matrix Authorization)");
         return CH_EPERM;
     }
-    if (xmatrix_parse((*auth)->value.base, (*auth)->value.len, &x, &why) < 0) {
+    if (!e->has_x) { /* another scheme: choose_destination left it alone */
+        struct xmatrix other;
+        const char *why = "not an X-Matrix header";
+        (void)xmatrix_parse((*auth)->value.base, (*auth)->value.len, &other, &why);
         reply_error(e, 401, "M_UNAUTHORIZED", false, "bad X-Matrix Authorization: %s", why);
         return CH_EPERM;
     }
-    if (strcmp(x.origin, hs) != 0) {
+    if (strcmp(e->x.origin, hs) != 0) {
         reply_error(e, 401, "M_UNAUTHORIZED", false,
-                    "the transaction is signed by %s, not by homeserver %s", x.origin, hs);
+                    "the transaction is signed by %s, not by homeserver %s", e->x.origin, hs);
         return CH_EPERM;
     }
     /* (its destination was matched against the one it is sent to by choose_destination) */
@@ -620,7 +592,7 @@ static int match_credentials(const struct egress_secrets *sec, struct slice v)
 {
     if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0)
         return egress_secrets_match(sec, v.base + 7, v.len - 7);
-    if (v.len <= 6 || strncasecmp(v.base, "Basic ", 6) != 0 || v.len > SECRET_MAX * 2)
+    if (v.len <= 6 || strncasecmp(v.base, "Basic ", 6) != 0 || v.len > UTIL_SECRET_MAX * 2)
         return -1;
     struct buf dec = BUF_INIT;
     int found = -1;
@@ -678,20 +650,20 @@ static bool is_local(const struct config *cfg, const char *name)
 static int choose_destination(struct egress *e, const struct http_msg *m, bool has_body)
 {
     const char *why = NULL;
-    struct xmatrix x;
+    struct xmatrix *x = &e->x;
     const struct http_field *a = http_msg_field(m, "authorization");
-    bool signed_for = false;
     if (a != NULL && a->value.len >= 9 && strncasecmp(a->value.base, "X-Matrix ", 9) == 0) {
-        if (xmatrix_parse(a->value.base, a->value.len, &x, &why) < 0) {
+        if (xmatrix_parse(a->value.base, a->value.len, x, &why) < 0) {
             reply_error(e, 401, "M_UNAUTHORIZED", has_body, "bad X-Matrix Authorization: %s", why);
             return CH_EPERM;
         }
-        signed_for = x.has_destination;
+        e->has_x = true;
     }
+    bool signed_for = e->has_x && x->has_destination;
     if (e->t.kind == EGRESS_MATRIX_FEDERATION) {
         e->dest = e->t.dest;
     } else if (signed_for) {
-        if (server_name_parse(x.destination, strlen(x.destination), &e->dest, &why) != 0) {
+        if (server_name_parse(x->destination, strlen(x->destination), &e->dest, &why) != 0) {
             reply_error(e, 401, "M_UNAUTHORIZED", has_body,
                         "the X-Matrix destination is not a server name: %s", why);
             return CH_EPERM;
@@ -708,9 +680,9 @@ static int choose_destination(struct egress *e, const struct http_msg *m, bool h
         }
     }
     e->has_dest = true;
-    if (signed_for && strcmp(x.destination, e->dest.name) != 0) {
+    if (signed_for && strcmp(x->destination, e->dest.name) != 0) {
         reply_error(e, 401, "M_UNAUTHORIZED", has_body,
-                    "the request is signed for %s but sent to %s", x.destination, e->dest.name);
+                    "the request is signed for %s but sent to %s", x->destination, e->dest.name);
         return CH_EPERM;
     }
     return 0;

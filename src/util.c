@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "chappe/buf.h"
 #include "chappe/util.h"
 
@@ -250,5 +252,35 @@ int util_read_private_file(const char *path, size_t max, const char *what, struc
         rc = rc == CH_EAGAIN ? CH_EIO : rc;
     }
     close(fd);
+    return rc;
+}
+
+int util_read_secret_hash(const char *path, const char *what, unsigned char hash[32],
+                          struct buf *err)
+{
+    struct buf data = BUF_INIT;
+    char article[64];
+    snprintf(article, sizeof(article), "an %s", what);
+    int rc = util_read_private_file(path, UTIL_SECRET_MAX, article, &data, err);
+    size_t len = data.len;
+    while (rc == 0 && len > 0 &&
+           (buf_data(&data)[len - 1] == '\n' || buf_data(&data)[len - 1] == '\r'))
+        len--;
+    for (size_t i = 0; rc == 0 && i < len; i++) {
+        unsigned char c = (unsigned char)buf_data(&data)[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            buf_appendf(err, "%s: the %s must be printable ASCII without spaces", path, what);
+            rc = CH_EINVAL;
+        }
+    }
+    if (rc == 0 && len < UTIL_SECRET_MIN) {
+        buf_appendf(err, "%s: the %s is shorter than %d bytes", path, what, UTIL_SECRET_MIN);
+        rc = CH_EINVAL;
+    }
+    if (rc == 0)
+        crypto_generichash(hash, 32, (const unsigned char *)buf_data(&data), len, NULL, 0);
+    else
+        buf_append_str(err, "\n");
+    buf_free_secret(&data);
     return rc;
 }

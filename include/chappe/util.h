@@ -37,6 +37,17 @@ struct buf;
  */
 int util_read_private_file(const char *path, size_t max, const char *what, struct buf *out,
                            struct buf *err);
+
+/* A secret file (an egress secret, an admin token): read with
+ * util_read_private_file (at most 4096 bytes), a trailing newline dropped, at
+ * least 16 printable ASCII bytes without spaces. 0 and its BLAKE2b-256 hash
+ * in hash (tokens presented later are hashed and compared in constant time),
+ * or a negative code with one line naming path and `what` ("egress secret")
+ * appended to err. */
+#define UTIL_SECRET_MIN 16
+#define UTIL_SECRET_MAX 4096
+int util_read_secret_hash(const char *path, const char *what, unsigned char hash[32],
+                          struct buf *err);
 const char *util_strerror(int code);
 
 /* Milliseconds since the Unix epoch (wall clock, for logs and Matrix timestamps). */
